@@ -1,0 +1,98 @@
+// Package unit holds the unit's data model as the API shows it: the unit, its
+// PMs, heartbeat paths and alerts. The names of states are those of the Avance
+// manual (shared/DESIGN.md §4) so operators and scripts keep their vocabulary.
+package unit
+
+import "time"
+
+// PMState is the state of a physical machine.
+type PMState string
+
+// PM states of DESIGN.md §4.
+const (
+	PMRunning     PMState = "running"
+	PMBooting     PMState = "booting"
+	PMEvacuating  PMState = "evacuating"
+	PMImaging     PMState = "imaging"
+	PMBroken      PMState = "broken"
+	PMOff         PMState = "off"
+	PMPoweredOff  PMState = "powered off"
+	PMMaintenance PMState = "running (in Maintenance)"
+)
+
+// Role is a PM's role in the unit.
+type Role string
+
+// Roles. A PM that has not decided yet (booting, peer not heard) is RoleNone.
+const (
+	RolePrimary   Role = "primary"
+	RoleSecondary Role = "secondary"
+	RoleNone      Role = "none"
+)
+
+// Heartbeat path names. Sync links are named sync0, sync1, ...
+const (
+	PathPriv0 = "priv0"
+	PathIbiz0 = "ibiz0"
+)
+
+// Path is the state of one heartbeat path to the peer as seen by one PM.
+type Path struct {
+	Name string `json:"name"`
+	Up   bool   `json:"up"`
+	// LastSeen is when the last valid heartbeat arrived on this path.
+	LastSeen time.Time `json:"last_seen,omitzero"`
+}
+
+// PM is one physical machine as the API shows it.
+type PM struct {
+	ID       int     `json:"id"` // 1 or 2
+	Name     string  `json:"name"`
+	State    PMState `json:"state"`
+	Activity string  `json:"activity,omitempty"`
+	Role     Role    `json:"role"`
+	// Paths are the heartbeat paths to the peer as this PM sees them.
+	Paths         []Path    `json:"paths"`
+	UptimeSeconds float64   `json:"uptime_seconds"`
+	BootID        string    `json:"boot_id,omitempty"`
+	ImageVersion  string    `json:"image_version"`
+	Addresses     []string  `json:"addresses,omitempty"`
+	LastSeen      time.Time `json:"last_seen,omitzero"`
+	// DatabaseSeq is the last change of the unit database this PM holds;
+	// equal on both PMs when the secondary is in step with the primary.
+	DatabaseSeq uint64 `json:"database_seq"`
+	// Hardware is the inventory of hwcompat; only GET /api/v1/pms/{id} fills it.
+	Hardware any `json:"hardware,omitempty"`
+}
+
+// Unit is the whole appliance.
+type Unit struct {
+	Name         string    `json:"name"`
+	ManagementIP string    `json:"management_ip"`
+	Primary      int       `json:"primary"` // PM id of the primary
+	Epoch        uint64    `json:"epoch"`
+	ImageVersion string    `json:"image_version"`
+	PMs          []PM      `json:"pms"`
+	Alerts       []Alert   `json:"alerts"`
+	Time         time.Time `json:"time"`
+}
+
+// Severity of an alert.
+type Severity string
+
+// Alert severities.
+const (
+	SevInfo     Severity = "info"
+	SevWarning  Severity = "warning"
+	SevCritical Severity = "critical"
+)
+
+// Alert is a condition an operator must see. It is active while its condition
+// holds; its ID is stable for the same condition so clients can track it.
+type Alert struct {
+	ID       string    `json:"id"`
+	Severity Severity  `json:"severity"`
+	Source   string    `json:"source"` // "pm1", "unit", ...
+	Message  string    `json:"message"`
+	Since    time.Time `json:"since"`
+}
