@@ -1,0 +1,252 @@
+// Package pmconfig is a PM's identity: which node it is, which unit it
+// belongs to, its addresses and the unit's secret. It comes from the kernel
+// command line (dyad.* keys) and from /data/dyad/config.json, the command line
+// winning. Every value is validated and all problems are reported at once, so
+// an operator fixes a bad configuration in one round.
+package pmconfig
+
+import (
+	"bytes"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"github.com/dyad-ha/dyad/init/cmdline"
+)
+
+// DefaultPath is where the installer writes the configuration file.
+const DefaultPath = "/data/dyad/config.json"
+
+// maxFileSize bounds the configuration file; a real one is a few hundred bytes.
+const maxFileSize = 64 << 10
+
+// Config is a PM's validated identity.
+type Config struct {
+	Node     int    // 1 or 2
+	Unit     string // unit name, a DNS label
+	Hostname string
+	// Mgmt is the unit's management address, held by the primary on ibiz0.
+	Mgmt netip.Prefix
+	// Ibiz0 is this PM's own address on ibiz0; zero when unset.
+	Ibiz0   netip.Prefix
+	Gateway netip.Addr
+	UnitKey []byte // 32 bytes
+	// Ports overrides the default port roles: role ("priv0", "ibiz0") to a
+	// port name or MAC address.
+	Ports    map[string]string
+	LogLevel slog.Level
+}
+
+// Peer is the other PM's node number.
+func (c Config) Peer() int { return 3 - c.Node }
+
+// Priv0Addr is the fixed private address of node n on priv0. It lies in IPv4
+// link-local space so it never collides with a customer network.
+func Priv0Addr(n int) netip.Prefix {
+	return netip.PrefixFrom(netip.AddrFrom4([4]byte{169, 254, 42, byte(n)}), 24)
+}
+
+// file is the JSON form of the configuration file. Fields are strings so that
+// the file and the command line share one validation path.
+type file struct {
+	Node     string            `json:"node"`
+	Unit     string            `json:"unit"`
+	Hostname string            `json:"hostname"`
+	Mgmt     string            `json:"mgmt"`
+	Ibiz0    string            `json:"ibiz0"`
+	Gateway  string            `json:"gateway"`
+	UnitKey  string            `json:"unit_key"`
+	Ports    map[string]string `json:"ports"`
+	LogLevel string            `json:"log_level"`
+}
+
+// ParseFile decodes a configuration file. Unknown fields are errors: a typo
+// must not silently leave a setting at its default.
+func ParseFile(r io.Reader) (map[string]string, error) {
+	b, err := io.ReadAll(io.LimitReader(r, maxFileSize+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > maxFileSize {
+		return nil, fmt.Errorf("larger than %d bytes", maxFileSize)
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	var f file
+	if err := dec.Decode(&f); err != nil {
+		return nil, fmt.Errorf("invalid JSON: %w", err)
+	}
+	if dec.More() {
+		return nil, errors.New("invalid JSON: trailing data after the object")
+	}
+	kv := map[string]string{
+		"node": f.Node, "unit": f.Unit, "hostname": f.Hostname, "mgmt": f.Mgmt,
+		"ibiz0": f.Ibiz0, "gw": f.Gateway, "unitkey": f.UnitKey, "loglevel": f.LogLevel,
+	}
+	for role, port := range f.Ports {
+		kv["port."+role] = port
+	}
+	for k, v := range kv {
+		if v == "" {
+			delete(kv, k)
+		}
+	}
+	return kv, nil
+}
+
+// Load reads the configuration file at path (absent is fine) and overlays
+// the dyad.* keys of params.
+func Load(params cmdline.Params, path string) (Config, error) {
+	kv := map[string]string{}
+	f, err := os.Open(path)
+	switch {
+	case err == nil:
+		fileKV, perr := ParseFile(f)
+		f.Close()
+		if perr != nil {
+			return Config{}, fmt.Errorf("configuration file %s: %w", path, perr)
+		}
+		kv = fileKV
+	case !errors.Is(err, os.ErrNotExist):
+		return Config{}, fmt.Errorf("configuration file: %w", err)
+	}
+	for k, v := range params.WithPrefix("dyad.") {
+		kv[k] = v
+	}
+	return FromKV(kv)
+}
+
+var dnsLabel = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+
+// knownKeys are the dyad.* keys the agent reads. Keys for other parts (init's
+// dyad.testchannel, dyad.datadisk, dyad.mode) are accepted and ignored here.
+var knownKeys = map[string]bool{
+	"node": true, "unit": true, "hostname": true, "mgmt": true, "ibiz0": true,
+	"gw": true, "unitkey": true, "loglevel": true,
+	"testchannel": true, "datadisk": true, "mode": true,
+}
+
+// FromKV validates key/value settings (dyad. prefix removed) into a Config.
+func FromKV(kv map[string]string) (Config, error) {
+	var errs []error
+	bad := func(key, format string, a ...any) {
+		errs = append(errs, fmt.Errorf("dyad.%s: "+format, append([]any{key}, a...)...))
+	}
+	c := Config{Ports: map[string]string{}}
+
+	for k, v := range kv {
+		if role, ok := strings.CutPrefix(k, "port."); ok {
+			if role != "priv0" && role != "ibiz0" {
+				bad(k, "unknown port role %q (want priv0 or ibiz0)", role)
+				continue
+			}
+			c.Ports[role] = v
+			continue
+		}
+		if !knownKeys[k] {
+			bad(k, "unknown setting")
+		}
+	}
+
+	switch n, err := strconv.Atoi(kv["node"]); {
+	case kv["node"] == "":
+		bad("node", "missing: set dyad.node=1 or dyad.node=2")
+	case err != nil || (n != 1 && n != 2):
+		bad("node", "%q is not 1 or 2", kv["node"])
+	default:
+		c.Node = n
+	}
+
+	c.Unit = kv["unit"]
+	if c.Unit == "" {
+		c.Unit = "dyad"
+	}
+	if !dnsLabel.MatchString(c.Unit) {
+		bad("unit", "%q is not a DNS label (lower-case letters, digits and '-', at most 63)", c.Unit)
+	}
+
+	c.Hostname = kv["hostname"]
+	if c.Hostname == "" && c.Node != 0 {
+		c.Hostname = fmt.Sprintf("pm%d", c.Node)
+	}
+	if c.Hostname != "" && !dnsLabel.MatchString(c.Hostname) {
+		bad("hostname", "%q is not a DNS label", c.Hostname)
+	}
+
+	if v := kv["mgmt"]; v == "" {
+		bad("mgmt", "missing: the unit's management address, e.g. dyad.mgmt=192.0.2.10/24")
+	} else if p, err := parseHostPrefix(v); err != nil {
+		bad("mgmt", "%v", err)
+	} else {
+		c.Mgmt = p
+	}
+
+	if v := kv["ibiz0"]; v != "" {
+		p, err := parseHostPrefix(v)
+		switch {
+		case err != nil:
+			bad("ibiz0", "%v", err)
+		case c.Mgmt.IsValid() && p.Addr() == c.Mgmt.Addr():
+			bad("ibiz0", "%s is the management address; each PM needs its own", p.Addr())
+		default:
+			c.Ibiz0 = p
+		}
+	}
+
+	if v := kv["gw"]; v != "" {
+		a, err := netip.ParseAddr(v)
+		if err != nil || !a.Is4() {
+			bad("gw", "%q is not an IPv4 address", v)
+		} else {
+			c.Gateway = a
+		}
+	}
+
+	switch key, err := hex.DecodeString(kv["unitkey"]); {
+	case kv["unitkey"] == "":
+		bad("unitkey", "missing: the unit secret (64 hex characters), written by the installer")
+	case err != nil || len(key) != 32:
+		bad("unitkey", "must be 64 hex characters")
+	default:
+		c.UnitKey = key
+	}
+
+	switch strings.ToLower(kv["loglevel"]) {
+	case "", "info":
+		c.LogLevel = slog.LevelInfo
+	case "debug":
+		c.LogLevel = slog.LevelDebug
+	case "warn":
+		c.LogLevel = slog.LevelWarn
+	default:
+		bad("loglevel", "%q is not debug, info or warn", kv["loglevel"])
+	}
+
+	if len(errs) > 0 {
+		return Config{}, errors.Join(errs...)
+	}
+	return c, nil
+}
+
+func parseHostPrefix(s string) (netip.Prefix, error) {
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("%q is not an address with prefix length (like 192.0.2.10/24)", s)
+	}
+	a := p.Addr()
+	if !a.Is4() || a.IsUnspecified() || a.IsLoopback() || a.IsMulticast() || a.IsLinkLocalUnicast() || p.Bits() < 8 || p.Bits() > 30 {
+		return netip.Prefix{}, fmt.Errorf("%s is not a usable IPv4 host address (prefix /8 to /30)", s)
+	}
+	if a == p.Masked().Addr() {
+		return netip.Prefix{}, fmt.Errorf("%s is a network address, not a host address", s)
+	}
+	return p, nil
+}
