@@ -1,0 +1,113 @@
+package network
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/jsimonetti/rtnetlink/v2"
+	"github.com/mdlayher/packet"
+	"golang.org/x/sys/unix"
+
+	"github.com/dyad-ha/dyad/services/network/garp"
+)
+
+// announceInterval spaces repeated announcements so that one lost frame or
+// a switch port still learning does not leave peers with a stale ARP entry.
+const announceInterval = 500 * time.Millisecond
+
+// AnnounceIPv4 broadcasts count gratuitous ARP requests for ip from link
+// ifname, announceInterval apart, so hosts and switches on the segment
+// learn that ip is now at this link's MAC address. It first waits, until
+// ctx is done, for the link to be able to transmit (see waitTransmit):
+// give ctx a deadline.
+func (m *Manager) AnnounceIPv4(ctx context.Context, ifname string, ip netip.Addr, count int) error {
+	ip = ip.Unmap()
+	if !ip.Is4() {
+		return fmt.Errorf("announce %s on %s: not an IPv4 address", ip, ifname)
+	}
+	if count < 1 {
+		return fmt.Errorf("announce %s on %s: count %d, want at least 1", ip, ifname, count)
+	}
+	l, err := m.waitTransmit(ctx, ifname)
+	if err != nil {
+		return fmt.Errorf("announce %s: %w", ip, err)
+	}
+	mac := l.Attributes.Address
+	frame, err := garp.Frame(mac, ip)
+	if err != nil {
+		return fmt.Errorf("announce %s on %s: %w", ip, ifname, err)
+	}
+	conn, err := m.listenPacket(int(l.Index), ifname, unix.ETH_P_ARP)
+	if err != nil {
+		return fmt.Errorf("announce %s on %s: %w", ip, ifname, err)
+	}
+	defer conn.Close()
+
+	dst := &packet.Addr{HardwareAddr: net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}}
+	for i := range count {
+		if i > 0 {
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("announce %s on %s: sent %d of %d: %w", ip, ifname, i, count, ctx.Err())
+			case <-time.After(announceInterval):
+			}
+		}
+		if _, err := conn.WriteTo(frame, dst); err != nil {
+			return fmt.Errorf("announce %s on %s: sent %d of %d: %w", ip, ifname, i, count, err)
+		}
+	}
+	m.log.Info("announced address", "link", ifname, "addr", ip, "mac", net.HardwareAddr(mac), "count", count)
+	return nil
+}
+
+// waitTransmit polls until link name is up with carrier and the kernel's
+// link watcher has seen the carrier (operational state up). Until then the
+// link's transmit queue is still the "noop" discipline that silently drops
+// what is sent, so an announcement made right after the carrier came up
+// would be lost. Links whose driver never reports carrier changes stay in
+// state "unknown" and are active from the start.
+func (m *Manager) waitTransmit(ctx context.Context, name string) (rtnetlink.LinkMessage, error) {
+	tick := time.NewTicker(linkPoll)
+	defer tick.Stop()
+	for {
+		l, err := m.lookup(name)
+		if err != nil {
+			return rtnetlink.LinkMessage{}, err
+		}
+		up, carrier := l.Flags&unix.IFF_UP != 0, l.Flags&unix.IFF_LOWER_UP != 0
+		oper := l.Attributes.OperationalState
+		if up && carrier && (oper == rtnetlink.OperStateUp || oper == rtnetlink.OperStateUnknown) {
+			return l, nil
+		}
+		select {
+		case <-ctx.Done():
+			return rtnetlink.LinkMessage{}, fmt.Errorf("link %s cannot transmit (up %v, carrier %v, operational state %s): %w",
+				name, up, carrier, operStateName(oper), ctx.Err())
+		case <-tick.C:
+		}
+	}
+}
+
+func operStateName(s rtnetlink.OperationalState) string {
+	names := []string{"unknown", "notpresent", "down", "lowerlayerdown", "testing", "dormant", "up"}
+	if int(s) < len(names) {
+		return names[s]
+	}
+	return fmt.Sprintf("%d", s)
+}
+
+// listenPacket opens a raw AF_PACKET socket bound to link index in the
+// Manager's namespace, receiving frames of EtherType proto.
+func (m *Manager) listenPacket(index int, name string, proto int) (*packet.Conn, error) {
+	ifi := &net.Interface{Index: index, Name: name}
+	conn, err := inNetNS(m.netns, func() (*packet.Conn, error) {
+		return packet.Listen(ifi, packet.Raw, proto, nil)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open packet socket: %w", err)
+	}
+	return conn, nil
+}
