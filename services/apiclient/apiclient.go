@@ -1,0 +1,159 @@
+// Package apiclient is a Go client of the Dyad REST API (/api/v1), used by
+// dyadctl and by tests that drive a unit from outside.
+package apiclient
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/dyad-ha/dyad/services/unit"
+)
+
+// maxResponse bounds how much of a response the client reads.
+const maxResponse = 16 << 20
+
+// APIError is an error answer of the API.
+type APIError struct {
+	StatusCode int    // HTTP status, e.g. 404
+	Message    string // the server's "error" message, or the body when it sent none
+}
+
+func (e *APIError) Error() string {
+	return fmt.Sprintf("dyad API: %d %s: %s", e.StatusCode, http.StatusText(e.StatusCode), e.Message)
+}
+
+// Health is the answer of GET /api/v1/health.
+type Health struct {
+	Status string    `json:"status"`
+	PM     int       `json:"pm"`
+	Role   unit.Role `json:"role"`
+}
+
+// Client calls the API of one unit. It sends HTTP Basic credentials with each
+// request, so it needs no session; it is safe for concurrent use.
+type Client struct {
+	base     string
+	user     string
+	password string
+	hc       *http.Client
+}
+
+// New returns a client of the API at baseURL (e.g. "http://10.99.0.10").
+// A nil hc means http.DefaultClient; set its Timeout to bound calls that the
+// caller's context does not.
+func New(baseURL, user, password string, hc *http.Client) *Client {
+	if hc == nil {
+		hc = http.DefaultClient
+	}
+	return &Client{base: strings.TrimRight(baseURL, "/"), user: user, password: password, hc: hc}
+}
+
+// Login checks the credentials with POST /api/v1/login. When hc has a cookie
+// jar, the session cookie it returns is kept there.
+func (c *Client) Login(ctx context.Context) error {
+	body, err := json.Marshal(map[string]string{"user": c.user, "password": c.password})
+	if err != nil {
+		return fmt.Errorf("encoding login: %w", err)
+	}
+	return c.do(ctx, http.MethodPost, "/api/v1/login", body, nil)
+}
+
+// Unit returns the whole unit.
+func (c *Client) Unit(ctx context.Context) (unit.Unit, error) {
+	var u unit.Unit
+	err := c.do(ctx, http.MethodGet, "/api/v1/unit", nil, &u)
+	return u, err
+}
+
+// PMs returns the unit's PMs.
+func (c *Client) PMs(ctx context.Context) ([]unit.PM, error) {
+	var pms []unit.PM
+	err := c.do(ctx, http.MethodGet, "/api/v1/pms", nil, &pms)
+	return pms, err
+}
+
+// PM returns one PM with its hardware inventory. An unknown id is an
+// *APIError with StatusCode 404.
+func (c *Client) PM(ctx context.Context, id int) (unit.PM, error) {
+	var pm unit.PM
+	err := c.do(ctx, http.MethodGet, "/api/v1/pms/"+strconv.Itoa(id), nil, &pm)
+	return pm, err
+}
+
+// Alerts returns the unit's active alerts.
+func (c *Client) Alerts(ctx context.Context) ([]unit.Alert, error) {
+	var alerts []unit.Alert
+	err := c.do(ctx, http.MethodGet, "/api/v1/alerts", nil, &alerts)
+	return alerts, err
+}
+
+// Health returns the answering PM's health; it needs no credentials.
+func (c *Client) Health(ctx context.Context) (Health, error) {
+	var h Health
+	err := c.do(ctx, http.MethodGet, "/api/v1/health", nil, &h)
+	return h, err
+}
+
+// do sends one request and decodes a 2xx JSON answer into out (when not nil).
+func (c *Client) do(ctx context.Context, method, path string, body []byte, out any) error {
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	req.Header.Set("Accept", "application/json")
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	req.SetBasicAuth(c.user, c.password)
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse+1))
+	if err != nil {
+		return fmt.Errorf("%s %s: reading answer: %w", method, path, err)
+	}
+	if len(data) > maxResponse {
+		return fmt.Errorf("%s %s: answer larger than %d bytes", method, path, maxResponse)
+	}
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return &APIError{StatusCode: resp.StatusCode, Message: errorMessage(data)}
+	}
+	if out == nil {
+		return nil
+	}
+	if err := json.Unmarshal(data, out); err != nil {
+		return fmt.Errorf("%s %s: decoding answer: %w", method, path, err)
+	}
+	return nil
+}
+
+// errorMessage extracts {"error":"..."} or, from something that is not the
+// API (a proxy, a wrong port), the start of its body.
+func errorMessage(data []byte) string {
+	var e struct {
+		Error string `json:"error"`
+	}
+	if json.Unmarshal(data, &e) == nil && e.Error != "" {
+		return e.Error
+	}
+	msg := strings.TrimSpace(string(data))
+	if len(msg) > 200 {
+		msg = msg[:200] + "…"
+	}
+	if msg == "" {
+		msg = "no error message"
+	}
+	return msg
+}

@@ -1,0 +1,314 @@
+// Command dyadctl is the command line interface of a Dyad unit: it reads the
+// unit's state through the REST API, for operators and scripts (--json).
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/dyad-ha/dyad/services/apiclient"
+	"github.com/dyad-ha/dyad/services/unit"
+)
+
+const usageText = `Usage: dyadctl [flags] COMMAND
+
+Commands:
+  unit show       the unit: name, management IP, primary, PMs and alerts
+  pm list         the PMs of the unit
+  pm show ID      one PM with its heartbeat paths and hardware
+  alert list      the active alerts
+
+Flags (before the command):
+`
+
+// Exit codes.
+const (
+	exitOK    = 0
+	exitFail  = 1
+	exitUsage = 2
+)
+
+// errUsage marks a command line the program cannot act on.
+var errUsage = errors.New("usage error")
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr, os.Getenv)
+	stop()
+	os.Exit(code)
+}
+
+// run executes one dyadctl command line and returns the exit code.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer, env func(string) string) int {
+	fs := flag.NewFlagSet("dyadctl", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	url := fs.String("url", envOr(env, "DYAD_URL", "http://127.0.0.1"), "API base URL (env DYAD_URL)")
+	user := fs.String("user", envOr(env, "DYAD_USER", "admin"), "user name (env DYAD_USER)")
+	password := fs.String("password", envOr(env, "DYAD_PASSWORD", "admin"), "password (env DYAD_PASSWORD)")
+	asJSON := fs.Bool("json", false, "print the API's JSON instead of tables")
+	timeout := fs.Duration("timeout", 15*time.Second, "give up on a request after this long")
+	fs.Usage = func() {
+		fmt.Fprint(stderr, usageText)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK
+		}
+		return exitUsage
+	}
+	if *timeout <= 0 {
+		fmt.Fprintln(stderr, "dyadctl: --timeout must be positive")
+		return exitUsage
+	}
+	cmd, err := parseCommand(fs.Args())
+	if err != nil {
+		fmt.Fprintf(stderr, "dyadctl: %v\n\n", err)
+		fs.Usage()
+		return exitUsage
+	}
+	c := apiclient.New(*url, *user, *password, &http.Client{Timeout: *timeout})
+	v, err := cmd.fetch(ctx, c)
+	if err != nil {
+		fmt.Fprintf(stderr, "dyadctl: %s: %v\n", cmd.name, err)
+		return exitFail
+	}
+	if *asJSON {
+		err = printJSON(stdout, v)
+	} else {
+		err = cmd.print(stdout, v)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "dyadctl: %s: writing output: %v\n", cmd.name, err)
+		return exitFail
+	}
+	return exitOK
+}
+
+func envOr(env func(string) string, key, def string) string {
+	if v := env(key); v != "" {
+		return v
+	}
+	return def
+}
+
+// command is one parsed command: what to fetch and how to show it.
+type command struct {
+	name  string
+	fetch func(context.Context, *apiclient.Client) (any, error)
+	print func(io.Writer, any) error
+}
+
+func parseCommand(args []string) (command, error) {
+	if len(args) == 0 {
+		return command{}, fmt.Errorf("%w: no command given", errUsage)
+	}
+	words := strings.Join(args, " ")
+	switch {
+	case len(args) == 2 && args[0] == "unit" && args[1] == "show":
+		return command{
+			name:  words,
+			fetch: func(ctx context.Context, c *apiclient.Client) (any, error) { return c.Unit(ctx) },
+			print: func(w io.Writer, v any) error { return printUnit(w, v.(unit.Unit)) },
+		}, nil
+	case len(args) == 2 && args[0] == "pm" && args[1] == "list":
+		return command{
+			name:  words,
+			fetch: func(ctx context.Context, c *apiclient.Client) (any, error) { return c.PMs(ctx) },
+			print: func(w io.Writer, v any) error { return printPMs(w, v.([]unit.PM)) },
+		}, nil
+	case len(args) >= 2 && args[0] == "pm" && args[1] == "show":
+		if len(args) != 3 {
+			return command{}, fmt.Errorf("%w: pm show takes exactly one PM id", errUsage)
+		}
+		id, err := strconv.Atoi(args[2])
+		if err != nil || id < 1 {
+			return command{}, fmt.Errorf("%w: invalid PM id %q: want a positive integer", errUsage, args[2])
+		}
+		return command{
+			name:  words,
+			fetch: func(ctx context.Context, c *apiclient.Client) (any, error) { return c.PM(ctx, id) },
+			print: func(w io.Writer, v any) error { return printPM(w, v.(unit.PM)) },
+		}, nil
+	case len(args) == 2 && args[0] == "alert" && args[1] == "list":
+		return command{
+			name:  words,
+			fetch: func(ctx context.Context, c *apiclient.Client) (any, error) { return c.Alerts(ctx) },
+			print: func(w io.Writer, v any) error { return printAlerts(w, v.([]unit.Alert)) },
+		}, nil
+	}
+	return command{}, fmt.Errorf("%w: unknown command %q", errUsage, words)
+}
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func newTable(w io.Writer) *tabwriter.Writer {
+	return tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+}
+
+func printUnit(w io.Writer, u unit.Unit) error {
+	tw := newTable(w)
+	fmt.Fprintf(tw, "Name:\t%s\n", orDash(u.Name))
+	fmt.Fprintf(tw, "Management IP:\t%s\n", orDash(u.ManagementIP))
+	fmt.Fprintf(tw, "Primary:\t%s\n", primaryName(u))
+	fmt.Fprintf(tw, "Epoch:\t%d\n", u.Epoch)
+	fmt.Fprintf(tw, "Image version:\t%s\n", orDash(u.ImageVersion))
+	fmt.Fprintf(tw, "Time:\t%s\n", formatTime(u.Time))
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintln(w, "\nPMs:")
+	if err := printPMs(w, u.PMs); err != nil {
+		return err
+	}
+	fmt.Fprintln(w, "\nAlerts:")
+	return printAlerts(w, u.Alerts)
+}
+
+func printPMs(w io.Writer, pms []unit.PM) error {
+	if len(pms) == 0 {
+		_, err := fmt.Fprintln(w, "No PMs reported.")
+		return err
+	}
+	tw := newTable(w)
+	fmt.Fprintln(tw, "ID\tNAME\tSTATE\tROLE\tPRIV0\tIBIZ0\tUPTIME\tVERSION")
+	for _, pm := range pms {
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", pm.ID, orDash(pm.Name), orDash(string(pm.State)),
+			orDash(string(pm.Role)), pathState(pm.Paths, unit.PathPriv0), pathState(pm.Paths, unit.PathIbiz0),
+			humanUptime(pm.UptimeSeconds), orDash(pm.ImageVersion))
+	}
+	return tw.Flush()
+}
+
+func printPM(w io.Writer, pm unit.PM) error {
+	tw := newTable(w)
+	fmt.Fprintf(tw, "ID:\t%d\n", pm.ID)
+	fmt.Fprintf(tw, "Name:\t%s\n", orDash(pm.Name))
+	fmt.Fprintf(tw, "State:\t%s\n", orDash(string(pm.State)))
+	fmt.Fprintf(tw, "Activity:\t%s\n", orDash(pm.Activity))
+	fmt.Fprintf(tw, "Role:\t%s\n", orDash(string(pm.Role)))
+	fmt.Fprintf(tw, "Uptime:\t%s\n", humanUptime(pm.UptimeSeconds))
+	fmt.Fprintf(tw, "Image version:\t%s\n", orDash(pm.ImageVersion))
+	fmt.Fprintf(tw, "Boot ID:\t%s\n", orDash(pm.BootID))
+	fmt.Fprintf(tw, "Addresses:\t%s\n", orDash(strings.Join(pm.Addresses, ", ")))
+	fmt.Fprintf(tw, "Last seen:\t%s\n", formatTime(pm.LastSeen))
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintln(w, "\nHeartbeat paths:")
+	if len(pm.Paths) == 0 {
+		fmt.Fprintln(w, "None reported.")
+	} else {
+		tw = newTable(w)
+		fmt.Fprintln(tw, "PATH\tSTATE\tLAST SEEN")
+		for _, p := range pm.Paths {
+			fmt.Fprintf(tw, "%s\t%s\t%s\n", p.Name, upDown(p.Up), formatTime(p.LastSeen))
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+	}
+	if pm.Hardware == nil {
+		return nil
+	}
+	hw, err := json.MarshalIndent(pm.Hardware, "", "  ")
+	if err != nil {
+		return fmt.Errorf("formatting hardware inventory: %w", err)
+	}
+	_, err = fmt.Fprintf(w, "\nHardware:\n%s\n", hw)
+	return err
+}
+
+func printAlerts(w io.Writer, alerts []unit.Alert) error {
+	if len(alerts) == 0 {
+		_, err := fmt.Fprintln(w, "No active alerts.")
+		return err
+	}
+	tw := newTable(w)
+	fmt.Fprintln(tw, "SEVERITY\tSOURCE\tSINCE\tMESSAGE")
+	for _, a := range alerts {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", a.Severity, orDash(a.Source), formatTime(a.Since), a.Message)
+	}
+	return tw.Flush()
+}
+
+func primaryName(u unit.Unit) string {
+	if u.Primary == 0 {
+		return "none"
+	}
+	for _, pm := range u.PMs {
+		if pm.ID == u.Primary && pm.Name != "" {
+			return fmt.Sprintf("%s (PM %d)", pm.Name, pm.ID)
+		}
+	}
+	return fmt.Sprintf("PM %d", u.Primary)
+}
+
+// pathState shows a heartbeat path as up or down; "-" when the PM did not
+// report it at all.
+func pathState(paths []unit.Path, name string) string {
+	for _, p := range paths {
+		if p.Name == name {
+			return upDown(p.Up)
+		}
+	}
+	return "-"
+}
+
+func upDown(up bool) string {
+	if up {
+		return "up"
+	}
+	return "down"
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func formatTime(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.UTC().Format("2006-01-02 15:04:05 UTC")
+}
+
+// humanUptime renders seconds as the two largest units, like the console.
+func humanUptime(seconds float64) string {
+	if math.IsNaN(seconds) || seconds < 0 || seconds > math.MaxInt64/2 {
+		return "-"
+	}
+	s := int64(seconds)
+	d, h, m := s/86400, s/3600%24, s/60%60
+	s %= 60
+	switch {
+	case d > 0:
+		return fmt.Sprintf("%dd %dh", d, h)
+	case h > 0:
+		return fmt.Sprintf("%dh %dm", h, m)
+	case m > 0:
+		return fmt.Sprintf("%dm %ds", m, s)
+	default:
+		return fmt.Sprintf("%ds", s)
+	}
+}

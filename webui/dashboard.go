@@ -1,0 +1,165 @@
+package webui
+
+import (
+	"embed"
+	"fmt"
+	"html/template"
+	"math"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/dyad-ha/dyad/services/unit"
+	"github.com/gin-gonic/gin"
+)
+
+//go:embed assets
+var assets embed.FS
+
+func parsePages() (*template.Template, error) {
+	t, err := template.New("pages").Funcs(template.FuncMap{
+		"uptime":     humanUptime,
+		"token":      classToken,
+		"primary":    primaryName,
+		"pathsOf":    displayPaths,
+		"formatTime": formatTime,
+	}).ParseFS(assets, "assets/templates/*.html")
+	if err != nil {
+		return nil, fmt.Errorf("parsing page templates: %w", err)
+	}
+	return t, nil
+}
+
+type dashboardPage struct {
+	Unit unit.Unit
+	Err  string
+}
+
+type loginPageData struct {
+	Error string
+}
+
+func (s *Server) dashboard(c *gin.Context) {
+	ok, err := s.loggedIn(c)
+	if err != nil {
+		s.log.Error("webui: checking credentials", "err", err)
+		c.String(http.StatusInternalServerError, "cannot check credentials\n")
+		return
+	}
+	if !ok {
+		c.Redirect(http.StatusSeeOther, "/login")
+		return
+	}
+	c.Header("Cache-Control", "no-store")
+	page := dashboardPage{}
+	status := http.StatusOK
+	page.Unit, err = s.cfg.Source.Unit(c.Request.Context())
+	if err != nil {
+		s.log.Error("webui: reading unit state", "err", err)
+		page.Err = "cannot read unit state: " + err.Error()
+		status = http.StatusInternalServerError
+	}
+	s.render(c, status, "dashboard.html", page)
+}
+
+func (s *Server) loginPage(c *gin.Context) {
+	if ok, _ := s.loggedIn(c); ok {
+		c.Redirect(http.StatusSeeOther, "/")
+		return
+	}
+	msg := c.Query("error")
+	if len(msg) > 200 {
+		msg = msg[:200]
+	}
+	s.render(c, http.StatusOK, "login.html", loginPageData{Error: msg})
+}
+
+// render executes a page into memory first so a template error becomes a 500
+// instead of a half-written page.
+func (s *Server) render(c *gin.Context, status int, name string, data any) {
+	var b strings.Builder
+	if err := s.pages.ExecuteTemplate(&b, name, data); err != nil {
+		s.log.Error("webui: rendering page", "page", name, "err", err)
+		c.String(http.StatusInternalServerError, "cannot render page\n")
+		return
+	}
+	c.Data(status, "text/html; charset=utf-8", []byte(b.String()))
+}
+
+// humanUptime renders seconds as the two largest units, e.g. "3d 4h", "5m 12s".
+// The console's script has the same rules (assets/static/dashboard.js).
+func humanUptime(seconds float64) string {
+	if math.IsNaN(seconds) || seconds < 0 || seconds > math.MaxInt64/2 {
+		return "-"
+	}
+	s := int64(seconds)
+	d, h, m := s/86400, s/3600%24, s/60%60
+	s %= 60
+	switch {
+	case d > 0:
+		return fmt.Sprintf("%dd %dh", d, h)
+	case h > 0:
+		return fmt.Sprintf("%dh %dm", h, m)
+	case m > 0:
+		return fmt.Sprintf("%dm %ds", m, s)
+	default:
+		return fmt.Sprintf("%ds", s)
+	}
+}
+
+// classToken turns a state like "running (in Maintenance)" into a CSS class
+// suffix like "running-in-maintenance".
+func classToken(s string) string {
+	var b strings.Builder
+	dash := false
+	for _, r := range strings.ToLower(s) {
+		if r >= 'a' && r <= 'z' || r >= '0' && r <= '9' {
+			if dash && b.Len() > 0 {
+				b.WriteByte('-')
+			}
+			dash = false
+			b.WriteRune(r)
+			continue
+		}
+		dash = true
+	}
+	return b.String()
+}
+
+func primaryName(u unit.Unit) string {
+	if u.Primary == 0 {
+		return "none"
+	}
+	for _, pm := range u.PMs {
+		if pm.ID == u.Primary && pm.Name != "" {
+			return fmt.Sprintf("%s (PM %d)", pm.Name, pm.ID)
+		}
+	}
+	return fmt.Sprintf("PM %d", u.Primary)
+}
+
+// displayPaths lists priv0 and ibiz0 first, always, so a missing path shows
+// as down rather than vanishing; other paths (sync links) follow.
+func displayPaths(paths []unit.Path) []unit.Path {
+	out := []unit.Path{{Name: unit.PathPriv0}, {Name: unit.PathIbiz0}}
+	for _, p := range paths {
+		switch p.Name {
+		case unit.PathPriv0:
+			out[0] = p
+		case unit.PathIbiz0:
+			out[1] = p
+		default:
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// formatTime shows times in UTC: the two PMs and the operator may sit in
+// different zones, and the logs are in UTC.
+func formatTime(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.UTC().Format("2006-01-02 15:04:05 UTC")
+}
