@@ -1,0 +1,320 @@
+// Package agent is the node agent of a PM: it brings up the PM's private and
+// management links, exchanges heartbeats with the peer, takes the role the
+// election gives it, keeps the unit database (replicated from the primary to
+// the secondary) and, on the primary, holds the management IP and serves the
+// console and API.
+package agent
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/dyad-ha/dyad/services/cluster"
+	"github.com/dyad-ha/dyad/services/pmconfig"
+	"github.com/dyad-ha/dyad/services/store"
+	"github.com/dyad-ha/dyad/services/unit"
+	"github.com/dyad-ha/dyad/services/unitca"
+)
+
+// Heartbeat timing: a beat every 200 ms; a path is down after 1.5 s of
+// silence. Under software emulation guests' timers jitter by hundreds of
+// milliseconds, so the margin is seven intervals.
+const (
+	BeatInterval = 200 * time.Millisecond
+	DeadAfter    = 1500 * time.Millisecond
+	// PeerPort is the TCP port of the PM-to-PM API (mutual TLS).
+	PeerPort = 7411
+)
+
+// Options are the agent's environment. Paths are absolute in production and
+// point into a temporary tree in tests.
+type Options struct {
+	Config  pmconfig.Config
+	DataDir string // /data/dyad
+	// Version is the image version from the image manifest.
+	Version string
+	BootID  string
+	// Uptime reports the PM's uptime.
+	Uptime func() time.Duration
+	// Hardware returns the PM's hardware inventory.
+	Hardware func(ctx context.Context) (any, error)
+	Net      Network
+	Log      *slog.Logger
+	// DataPersistent is false when /data is not a disk (no data partition).
+	DataPersistent bool
+}
+
+// Network is what the agent needs from the PM's network stack.
+type Network interface {
+	// Setup names the ports priv0, ibiz0, ..., brings them up and gives them
+	// their own addresses.
+	Setup(ctx context.Context, cfg pmconfig.Config) error
+	// HoldMgmt adds the management address to ibiz0 and announces it;
+	// ReleaseMgmt removes it. Both are idempotent.
+	HoldMgmt(ctx context.Context, p netip.Prefix) error
+	ReleaseMgmt(ctx context.Context, p netip.Prefix) error
+}
+
+// Agent is a running node agent.
+type Agent struct {
+	opt   Options
+	cfg   pmconfig.Config
+	log   *slog.Logger
+	db    *store.Store
+	mon   *cluster.Monitor
+	ca    *unitca.CA
+	leaf  tls.Certificate
+	peerC *http.Client
+	hbKey []byte
+	start time.Time
+
+	mu       sync.Mutex
+	role     unit.Role
+	epoch    uint64
+	seq      uint64
+	hardware any
+	console  *consoleServer
+	// syncedBoot is the peer boot whose database we last brought in step.
+	syncedBoot string
+	// peerRecBoot is the peer boot whose self report is in the database.
+	peerRecBoot string
+}
+
+// New prepares an agent: opens the unit database and derives the unit CA.
+func New(opt Options) (*Agent, error) {
+	if err := os.MkdirAll(opt.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data directory: %w", err)
+	}
+	db, err := store.Open(filepath.Join(opt.DataDir, "unit.db"), opt.Log)
+	if err != nil {
+		return nil, fmt.Errorf("unit database: %w", err)
+	}
+	ca, err := unitca.New(opt.Config.UnitKey)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	leaf, err := ca.Leaf(opt.Config.Node)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	a := &Agent{
+		opt: opt, cfg: opt.Config, log: opt.Log, db: db, ca: ca, leaf: leaf,
+		mon:   cluster.NewMonitor(DeadAfter, unit.PathPriv0, unit.PathIbiz0),
+		hbKey: unitca.HeartbeatKey(opt.Config.UnitKey),
+		start: time.Now(),
+		role:  unit.RoleNone,
+		epoch: db.Position().Epoch,
+	}
+	a.peerC = &http.Client{
+		Timeout: 10 * time.Second,
+		Transport: &http.Transport{
+			TLSClientConfig:     ca.ClientConfig(leaf, opt.Config.Peer()),
+			TLSHandshakeTimeout: 3 * time.Second,
+		},
+	}
+	return a, nil
+}
+
+// Run runs the agent until ctx ends.
+func (a *Agent) Run(ctx context.Context) error {
+	defer a.db.Close()
+	if err := a.opt.Net.Setup(ctx, a.cfg); err != nil {
+		return fmt.Errorf("network: %w", err)
+	}
+	if hw, err := a.opt.Hardware(ctx); err != nil {
+		a.log.Warn("hardware inventory", "err", err)
+	} else {
+		a.hardware = hw
+	}
+
+	socks := map[string]*cluster.PathSocket{}
+	for _, path := range []string{unit.PathPriv0, unit.PathIbiz0} {
+		s, err := cluster.ListenPath(ctx, path, path)
+		if err != nil {
+			return err
+		}
+		defer s.Close()
+		socks[path] = s
+		go s.Receive(ctx, a.log, a.hbKey, func(b cluster.Beat, from netip.AddrPort) {
+			if b.Unit == a.cfg.Unit && b.Node == a.cfg.Peer() {
+				a.mon.Observe(path, b, from, time.Now())
+			}
+		})
+	}
+
+	peerSrv, err := a.servePeer(ctx)
+	if err != nil {
+		return err
+	}
+	defer peerSrv.Close()
+
+	a.log.Info("agent started", "node", a.cfg.Node, "unit", a.cfg.Unit, "version", a.opt.Version, "epoch", a.epoch)
+	beat := time.NewTicker(BeatInterval)
+	defer beat.Stop()
+	reconcile := time.NewTicker(time.Second)
+	defer reconcile.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			a.stepDown(context.Background(), "agent stopping")
+			return nil
+		case <-beat.C:
+			a.sendBeats(socks)
+			a.elect(ctx)
+		case <-reconcile.C:
+			a.reconcile(ctx)
+		}
+	}
+}
+
+func (a *Agent) sendBeats(socks map[string]*cluster.PathSocket) {
+	now := time.Now()
+	v := a.mon.View(now)
+	a.mu.Lock()
+	a.seq++
+	b := cluster.Beat{
+		Unit: a.cfg.Unit, Node: a.cfg.Node, BootID: a.opt.BootID, Seq: a.seq,
+		Role: a.role, Epoch: a.epoch, State: unit.PMRunning,
+		Uptime: a.opt.Uptime().Seconds(), Version: a.opt.Version, DBSeq: a.db.Position().Seq,
+		Paths: map[string]bool{},
+	}
+	a.mu.Unlock()
+	if a.cfg.Ibiz0.IsValid() {
+		b.Ibiz0 = a.cfg.Ibiz0.Addr().String()
+	}
+	for _, p := range v.Paths {
+		b.Paths[p.Name] = p.Up
+	}
+	msg, err := cluster.Marshal(a.hbKey, b)
+	if err != nil {
+		a.log.Error("heartbeat", "err", err)
+		return
+	}
+	for path, s := range socks {
+		to, _ := a.mon.PeerAddr(path, now)
+		if err := s.Send(msg, to); err != nil {
+			a.log.Debug("heartbeat send", "path", path, "err", err)
+		}
+	}
+}
+
+// elect applies the election rule and acts on a change of role.
+func (a *Agent) elect(ctx context.Context) {
+	a.mu.Lock()
+	s := cluster.Situation{Node: a.cfg.Node, Role: a.role, Epoch: a.epoch, Peer: a.mon.View(time.Now())}
+	if a.role == unit.RoleNone {
+		s.Waited = time.Since(a.start)
+	}
+	a.mu.Unlock()
+	d := cluster.Decide(s)
+	if d.Role == s.Role {
+		if d.Epoch != s.Epoch {
+			a.mu.Lock()
+			a.epoch = d.Epoch
+			a.mu.Unlock()
+		}
+		return
+	}
+	a.log.Info("role change", "from", s.Role, "to", d.Role, "epoch", d.Epoch, "reason", d.Reason)
+	switch d.Role {
+	case unit.RolePrimary:
+		a.becomePrimary(ctx, d.Epoch)
+	default:
+		a.stepDown(ctx, d.Reason)
+		a.mu.Lock()
+		a.role, a.epoch = d.Role, d.Epoch
+		a.mu.Unlock()
+	}
+}
+
+func (a *Agent) becomePrimary(ctx context.Context, epoch uint64) {
+	// The epoch is durable before the PM acts as primary: a restart must not
+	// come back with an older epoch than the one it announced.
+	if err := a.db.SetEpoch(ctx, nil, epoch); err != nil {
+		a.log.Error("cannot record the new epoch; staying out of the primary role", "epoch", epoch, "err", err)
+		return
+	}
+	a.mu.Lock()
+	a.role, a.epoch = unit.RolePrimary, epoch
+	a.syncedBoot = ""
+	a.mu.Unlock()
+	if err := a.opt.Net.HoldMgmt(ctx, a.cfg.Mgmt); err != nil {
+		a.log.Error("management address", "addr", a.cfg.Mgmt, "err", err)
+	}
+	c, err := a.startConsole()
+	if err != nil {
+		a.log.Error("console", "err", err)
+		return
+	}
+	a.mu.Lock()
+	a.console = c
+	a.mu.Unlock()
+	a.reconcile(ctx)
+}
+
+// stepDown gives up everything the primary holds.
+func (a *Agent) stepDown(ctx context.Context, reason string) {
+	a.mu.Lock()
+	c := a.console
+	a.console = nil
+	wasPrimary := a.role == unit.RolePrimary
+	a.mu.Unlock()
+	if c != nil {
+		c.Close()
+	}
+	if wasPrimary {
+		a.log.Info("releasing the management address", "reason", reason)
+		if err := a.opt.Net.ReleaseMgmt(ctx, a.cfg.Mgmt); err != nil {
+			a.log.Error("release management address", "err", err)
+		}
+	}
+}
+
+// Role is the PM's current role.
+func (a *Agent) Role() unit.Role {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.role
+}
+
+// peerURLs lists the peer API base URLs, preferred path first: priv0, then
+// the peer's ibiz0 address as learned from its heartbeats.
+func (a *Agent) peerURLs(suffix string) []string {
+	urls := []string{fmt.Sprintf("https://%s/%s", netip.AddrPortFrom(pmconfig.Priv0Addr(a.cfg.Peer()).Addr(), PeerPort), suffix)}
+	v := a.mon.View(time.Now())
+	if ip, err := netip.ParseAddr(v.Peer.Ibiz0); err == nil {
+		urls = append(urls, fmt.Sprintf("https://%s/%s", netip.AddrPortFrom(ip, PeerPort), suffix))
+	}
+	// A path known down is tried last.
+	for _, p := range v.Paths {
+		if p.Name == unit.PathPriv0 && !p.Up && len(urls) > 1 {
+			urls[0], urls[1] = urls[1], urls[0]
+		}
+	}
+	return urls
+}
+
+// ReadUptime reads the PM's uptime from /proc/uptime.
+func ReadUptime() time.Duration {
+	b, err := os.ReadFile("/proc/uptime")
+	if err != nil {
+		return 0
+	}
+	f, err := strconv.ParseFloat(strings.Fields(string(b) + " 0")[0], 64)
+	if err != nil {
+		return 0
+	}
+	return time.Duration(f * float64(time.Second))
+}

@@ -1,0 +1,108 @@
+// Command dyad-agent is the node agent of a Dyad PM, supervised by init.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/dyad-ha/dyad/hwcompat"
+	"github.com/dyad-ha/dyad/init/cmdline"
+	"github.com/dyad-ha/dyad/services/agent"
+	"github.com/dyad-ha/dyad/services/network"
+	"github.com/dyad-ha/dyad/services/pmconfig"
+	"golang.org/x/sys/unix"
+)
+
+// exitConfig tells init the configuration is wrong: restarting cannot help.
+const exitConfig = 78
+
+func main() {
+	os.Exit(run())
+}
+
+func run() int {
+	params, err := cmdline.Read()
+	if err == nil {
+		var cfg pmconfig.Config
+		cfg, err = pmconfig.Load(params, pmconfig.DefaultPath)
+		if err == nil {
+			return serve(cfg)
+		}
+	}
+	fmt.Fprintf(os.Stderr, "dyad-agent: configuration error:\n%s\n", indent(err.Error()))
+	return exitConfig
+}
+
+func serve(cfg pmconfig.Config) int {
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+
+	nm, err := network.New(ctx, network.Options{Log: log})
+	if err != nil {
+		log.Error("netlink", "err", err)
+		return 1
+	}
+	defer nm.Close()
+	a, err := agent.New(agent.Options{
+		Config:         cfg,
+		DataDir:        "/data/dyad",
+		Version:        imageVersion("/etc/dyad/manifest.json"),
+		BootID:         bootID(),
+		Uptime:         agent.ReadUptime,
+		Hardware:       func(ctx context.Context) (any, error) { return hwcompat.Collect(ctx, "/") },
+		Net:            agent.Netlink{M: nm, Log: log},
+		Log:            log,
+		DataPersistent: persistent("/data"),
+	})
+	if err != nil {
+		log.Error("start", "err", err)
+		return 1
+	}
+	if err := a.Run(ctx); err != nil {
+		log.Error("agent stopped", "err", err)
+		return 1
+	}
+	return 0
+}
+
+func imageVersion(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "dev"
+	}
+	var m struct {
+		Version string `json:"version"`
+	}
+	if json.Unmarshal(b, &m) != nil || m.Version == "" {
+		return "dev"
+	}
+	return m.Version
+}
+
+func bootID() string {
+	b, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// persistent reports whether dir is on a real filesystem rather than tmpfs.
+func persistent(dir string) bool {
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return false
+	}
+	return st.Type != unix.TMPFS_MAGIC
+}
+
+func indent(s string) string {
+	return "  " + strings.ReplaceAll(s, "\n", "\n  ")
+}
