@@ -1,0 +1,137 @@
+package harness
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestWaitFor(t *testing.T) {
+	errBooting := errors.New("connection refused")
+	tests := []struct {
+		name    string
+		timeout time.Duration
+		// cond is given how many times it has been called before.
+		cond    func(calls int) (bool, error)
+		wantErr []string // substrings of the error; nil for success
+	}{
+		{
+			name:    "true at once",
+			timeout: time.Second,
+			cond:    func(int) (bool, error) { return true, nil },
+		},
+		{
+			name:    "true after errors",
+			timeout: 5 * time.Second,
+			cond: func(calls int) (bool, error) {
+				if calls < 2 {
+					return false, errBooting
+				}
+				return true, nil
+			},
+		},
+		{
+			name:    "never",
+			timeout: 3 * PollInterval,
+			cond:    func(int) (bool, error) { return false, nil },
+			wantErr: []string{"for the thing", "deadline exceeded"},
+		},
+		{
+			name:    "never, with the last error",
+			timeout: 3 * PollInterval,
+			cond:    func(int) (bool, error) { return false, errBooting },
+			wantErr: []string{"for the thing", "last error: connection refused"},
+		},
+		{
+			name:    "true with an error is not done",
+			timeout: 3 * PollInterval,
+			cond:    func(int) (bool, error) { return true, errBooting },
+			wantErr: []string{"connection refused"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			calls := 0
+			err := WaitFor(t.Context(), tt.timeout, "the thing", func(context.Context) (bool, error) {
+				defer func() { calls++ }()
+				return tt.cond(calls)
+			})
+			if tt.wantErr == nil {
+				if err != nil {
+					t.Fatalf("WaitFor: %v", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatal("WaitFor succeeded, want an error")
+			}
+			for _, want := range tt.wantErr {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("error %q does not mention %q", err, want)
+				}
+			}
+			if !errors.Is(err, context.DeadlineExceeded) {
+				t.Errorf("error %q does not wrap context.DeadlineExceeded", err)
+			}
+		})
+	}
+}
+
+func TestOptionsDefaults(t *testing.T) {
+	t.Setenv("DYAD_OUT", "/nonexistent/out")
+	tests := []struct {
+		name    string
+		in      Options
+		want    Options
+		wantErr bool
+	}{
+		{name: "zero", in: Options{WorkDir: "w"}, want: Options{Out: "/nonexistent/out", N: 2, WorkDir: "w", MemoryMiB: 1024, DiskGiB: 2}},
+		{name: "kept", in: Options{Out: "o", N: 1, WorkDir: "w", MemoryMiB: 256, DiskGiB: 1}, want: Options{Out: "o", N: 1, WorkDir: "w", MemoryMiB: 256, DiskGiB: 1}},
+		{name: "three PMs", in: Options{N: 3, WorkDir: "w"}, wantErr: true},
+		{name: "negative PMs", in: Options{N: -1, WorkDir: "w"}, wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := tt.in
+			err := got.defaults()
+			if tt.wantErr {
+				if err == nil {
+					t.Fatalf("defaults accepted %+v", tt.in)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.Log == nil {
+				t.Error("no default logger")
+			}
+			got.Log = nil
+			if got.Out != tt.want.Out || got.N != tt.want.N || got.WorkDir != tt.want.WorkDir ||
+				got.MemoryMiB != tt.want.MemoryMiB || got.DiskGiB != tt.want.DiskGiB {
+				t.Errorf("defaults: %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestTail(t *testing.T) {
+	tests := []struct {
+		in   string
+		n    int
+		want string
+	}{
+		{"a\nb\nc\n", 2, "b\nc"},
+		{"a\nb\nc", 2, "b\nc"},
+		{"a\nb\n", 5, "a\nb"},
+		{"", 3, ""},
+		{"only", 1, "only"},
+	}
+	for _, tt := range tests {
+		if got := string(tail([]byte(tt.in), tt.n)); got != tt.want {
+			t.Errorf("tail(%q, %d) = %q, want %q", tt.in, tt.n, got, tt.want)
+		}
+	}
+}
