@@ -1,0 +1,143 @@
+// Package shutdown turns power-off and reboot requests (power button,
+// signals, the test channel) into an orderly end of the PM: services stopped,
+// data on disk, file systems unmounted, watchdog disarmed, then reboot(2).
+package shutdown
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Action is what happens after the orderly stop.
+type Action int
+
+// The two ends of a PM's life.
+const (
+	PowerOff Action = iota
+	Reboot
+)
+
+func (a Action) String() string {
+	if a == Reboot {
+		return "reboot"
+	}
+	return "power off"
+}
+
+// Request asks for a shutdown; Reason is shown on the console.
+type Request struct {
+	Action Action
+	Reason string
+}
+
+// FromSignal maps the signals PID 1 honours to requests: SIGTERM and SIGUSR2
+// power off (what other inits and container managers send), SIGINT is what
+// the kernel sends on ctrl-alt-del once it is told not to reboot by itself.
+func FromSignal(sig os.Signal) (Request, bool) {
+	switch sig {
+	case unix.SIGTERM:
+		return Request{PowerOff, "SIGTERM"}, true
+	case unix.SIGUSR2:
+		return Request{PowerOff, "SIGUSR2"}, true
+	case unix.SIGINT:
+		return Request{Reboot, "ctrl-alt-del (SIGINT)"}, true
+	}
+	return Request{}, false
+}
+
+// System is the part of the kernel a shutdown needs.
+type System interface {
+	Sync()
+	Unmount(target string, flags int) error
+	Reboot(cmd int) error
+}
+
+// Sequence is an orderly shutdown. Services and Watchdog may be nil.
+type Sequence struct {
+	Log         *slog.Logger
+	System      System
+	Services    interface{ Stop(context.Context) error }
+	Watchdog    interface{ Disarm() error }
+	Unmount     []string      // targets in the order to unmount them
+	StopTimeout time.Duration // bounds the wait for services
+}
+
+// Run performs the shutdown. It returns only if reboot(2) failed; each step
+// before it is best effort so a stuck service cannot keep the PM up.
+func (q *Sequence) Run(ctx context.Context, req Request) error {
+	q.Log.Warn(fmt.Sprintf("dyad-init: shutdown (%s): %s", req.Reason, req.Action))
+	if q.Services != nil {
+		sctx, cancel := context.WithTimeout(ctx, q.StopTimeout)
+		if err := q.Services.Stop(sctx); err != nil {
+			q.Log.Error("dyad-init: services did not stop; going on", "err", err)
+		}
+		cancel()
+	}
+	q.System.Sync()
+	for _, t := range q.Unmount {
+		q.unmount(t)
+	}
+	q.System.Sync()
+	if q.Watchdog != nil {
+		if err := q.Watchdog.Disarm(); err != nil {
+			q.Log.Error("dyad-init: watchdog not disarmed; it may reset the PM", "err", err)
+		}
+	}
+	cmd := unix.LINUX_REBOOT_CMD_POWER_OFF
+	if req.Action == Reboot {
+		cmd = unix.LINUX_REBOOT_CMD_RESTART
+	}
+	q.Log.Warn(fmt.Sprintf("dyad-init: shutdown complete; %s now", req.Action))
+	if err := q.System.Reboot(cmd); err != nil {
+		return fmt.Errorf("%s: %w", req.Action, err)
+	}
+	return nil
+}
+
+func (q *Sequence) unmount(target string) {
+	err := q.System.Unmount(target, 0)
+	switch {
+	case err == nil:
+		q.Log.Info("dyad-init: unmounted", "target", target)
+	case errors.Is(err, unix.EINVAL), errors.Is(err, unix.ENOENT):
+		q.Log.Debug("dyad-init: not mounted", "target", target)
+	case errors.Is(err, unix.EBUSY):
+		// Something still holds files open; detach so the tree is gone from
+		// the namespace and the kernel finishes when the holders die.
+		if err := q.System.Unmount(target, unix.MNT_DETACH); err != nil {
+			q.Log.Error("dyad-init: lazy unmount failed", "target", target, "err", err)
+			return
+		}
+		q.Log.Warn("dyad-init: busy; unmounted lazily", "target", target)
+	default:
+		q.Log.Error("dyad-init: unmount failed", "target", target, "err", err)
+	}
+}
+
+// Linux is the real System.
+type Linux struct{}
+
+// Sync calls sync(2).
+func (Linux) Sync() { unix.Sync() }
+
+// Unmount calls umount2(2).
+func (Linux) Unmount(target string, flags int) error {
+	if err := unix.Unmount(target, flags); err != nil {
+		return fmt.Errorf("unmount %s: %w", target, err)
+	}
+	return nil
+}
+
+// Reboot calls reboot(2).
+func (Linux) Reboot(cmd int) error {
+	if err := unix.Reboot(cmd); err != nil {
+		return fmt.Errorf("reboot(%#x): %w", cmd, err)
+	}
+	return nil
+}

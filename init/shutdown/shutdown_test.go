@@ -1,0 +1,146 @@
+package shutdown
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+func TestFromSignal(t *testing.T) {
+	for _, tc := range []struct {
+		sig    os.Signal
+		ok     bool
+		action Action
+	}{
+		{unix.SIGTERM, true, PowerOff},
+		{unix.SIGUSR2, true, PowerOff},
+		{unix.SIGINT, true, Reboot},
+		{unix.SIGHUP, false, 0},
+	} {
+		req, ok := FromSignal(tc.sig)
+		if ok != tc.ok || (ok && req.Action != tc.action) {
+			t.Errorf("FromSignal(%v) = %+v, %v; want %v, %v", tc.sig, req, ok, tc.action, tc.ok)
+		}
+	}
+}
+
+// recorder fakes every collaborator of a Sequence and records the calls in
+// order.
+type recorder struct {
+	calls     []string
+	busy      map[string]bool
+	notMnt    map[string]bool
+	rebootErr error
+	stopErr   error
+}
+
+func (r *recorder) Sync() { r.calls = append(r.calls, "sync") }
+
+func (r *recorder) Unmount(target string, flags int) error {
+	if flags&unix.MNT_DETACH != 0 {
+		r.calls = append(r.calls, "umount -l "+target)
+		return nil
+	}
+	if r.busy[target] {
+		return fmt.Errorf("unmount %s: %w", target, unix.EBUSY)
+	}
+	if r.notMnt[target] {
+		return fmt.Errorf("unmount %s: %w", target, unix.EINVAL)
+	}
+	r.calls = append(r.calls, "umount "+target)
+	return nil
+}
+
+func (r *recorder) Reboot(cmd int) error {
+	r.calls = append(r.calls, fmt.Sprintf("reboot %#x", cmd))
+	return r.rebootErr
+}
+
+func (r *recorder) Stop(ctx context.Context) error {
+	if _, ok := ctx.Deadline(); !ok {
+		r.calls = append(r.calls, "stop without deadline")
+	}
+	r.calls = append(r.calls, "stop services")
+	return r.stopErr
+}
+
+func (r *recorder) Disarm() error {
+	r.calls = append(r.calls, "disarm")
+	return nil
+}
+
+func TestSequence(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		req       Request
+		rec       *recorder
+		noWD      bool
+		wantCalls []string
+		wantErr   bool
+	}{
+		{
+			name: "power off",
+			req:  Request{PowerOff, "power button"},
+			rec:  &recorder{},
+			wantCalls: []string{"stop services", "sync", "umount /data", "umount /tmp", "sync", "disarm",
+				fmt.Sprintf("reboot %#x", unix.LINUX_REBOOT_CMD_POWER_OFF)},
+		},
+		{
+			name: "reboot with busy data and a failing service stop",
+			req:  Request{Reboot, "test channel"},
+			rec:  &recorder{busy: map[string]bool{"/data": true}, notMnt: map[string]bool{"/tmp": true}, stopErr: context.DeadlineExceeded},
+			noWD: true,
+			wantCalls: []string{"stop services", "sync", "umount -l /data", "sync",
+				fmt.Sprintf("reboot %#x", unix.LINUX_REBOOT_CMD_RESTART)},
+		},
+		{
+			name:    "reboot fails",
+			req:     Request{PowerOff, "SIGTERM"},
+			rec:     &recorder{rebootErr: unix.EPERM},
+			wantErr: true,
+			wantCalls: []string{"stop services", "sync", "umount /data", "umount /tmp", "sync", "disarm",
+				fmt.Sprintf("reboot %#x", unix.LINUX_REBOOT_CMD_POWER_OFF)},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var logs bytes.Buffer
+			q := &Sequence{
+				Log:         slog.New(slog.NewTextHandler(&logs, nil)),
+				System:      tc.rec,
+				Services:    tc.rec,
+				Unmount:     []string{"/data", "/tmp"},
+				StopTimeout: 1e9,
+			}
+			if !tc.noWD {
+				q.Watchdog = tc.rec
+			}
+			err := q.Run(context.Background(), tc.req)
+			if (err != nil) != tc.wantErr {
+				t.Errorf("err = %v, wantErr %v", err, tc.wantErr)
+			}
+			if !slices.Equal(tc.rec.calls, tc.wantCalls) {
+				t.Errorf("calls:\n got %q\nwant %q", tc.rec.calls, tc.wantCalls)
+			}
+			if want := "dyad-init: shutdown (" + tc.req.Reason + ")"; !strings.Contains(logs.String(), want) {
+				t.Errorf("log lacks %q:\n%s", want, logs.String())
+			}
+		})
+	}
+}
+
+// The real adapter, limited to calls that are harmless on a test host.
+func TestLinuxUnmountNotMounted(t *testing.T) {
+	Linux{}.Sync()
+	err := Linux{}.Unmount(t.TempDir(), 0)
+	if !errors.Is(err, unix.EINVAL) {
+		t.Errorf("err = %v, want EINVAL", err)
+	}
+}
