@@ -100,6 +100,13 @@ func loadAll(ctx context.Context, log *slog.Logger, dir string, l loader) ([]str
 			log.Debug("kernel module loaded", "module", name, "params", par[name])
 		case errors.Is(err, unix.EEXIST):
 			log.Debug("kernel module already present", "module", name)
+		case errors.Is(err, unix.ENODEV) || errors.Is(err, unix.EOPNOTSUPP):
+			// The image carries drivers for hardware a given PM may lack
+			// (kvm_intel on an AMD CPU or without VMX, a NIC driver with no
+			// card): the kernel refuses them, which is not a failure.
+			failed[m.Path] = true
+			log.Info("kernel module not applicable to this machine", "module", name, "reason", err)
+			continue
 		default:
 			failed[m.Path] = true
 			log.Warn("kernel module failed to load", "module", name, "err", err)
@@ -109,7 +116,7 @@ func loadAll(ctx context.Context, log *slog.Logger, dir string, l loader) ([]str
 		loaded = append(loaded, name)
 	}
 	if len(errs) > 0 {
-		return loaded, fmt.Errorf("%d of %d kernel modules not loaded: %w", len(order)-len(loaded), len(order), errors.Join(errs...))
+		return loaded, fmt.Errorf("%d kernel modules not loaded: %w", len(errs), errors.Join(errs...))
 	}
 	return loaded, nil
 }
