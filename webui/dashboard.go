@@ -4,7 +4,6 @@ import (
 	"embed"
 	"fmt"
 	"html/template"
-	"math"
 	"net/http"
 	"strings"
 	"time"
@@ -18,7 +17,7 @@ var assets embed.FS
 
 func parsePages() (*template.Template, error) {
 	t, err := template.New("pages").Funcs(template.FuncMap{
-		"uptime":     humanUptime,
+		"uptime":     unit.FormatUptime,
 		"token":      classToken,
 		"primary":    primaryName,
 		"pathsOf":    displayPaths,
@@ -84,27 +83,6 @@ func (s *Server) render(c *gin.Context, status int, name string, data any) {
 		return
 	}
 	c.Data(status, "text/html; charset=utf-8", []byte(b.String()))
-}
-
-// humanUptime renders seconds as the two largest units, e.g. "3d 4h", "5m 12s".
-// The console's script has the same rules (assets/static/dashboard.js).
-func humanUptime(seconds float64) string {
-	if math.IsNaN(seconds) || seconds < 0 || seconds > math.MaxInt64/2 {
-		return "-"
-	}
-	s := int64(seconds)
-	d, h, m := s/86400, s/3600%24, s/60%60
-	s %= 60
-	switch {
-	case d > 0:
-		return fmt.Sprintf("%dd %dh", d, h)
-	case h > 0:
-		return fmt.Sprintf("%dh %dm", h, m)
-	case m > 0:
-		return fmt.Sprintf("%dm %ds", m, s)
-	default:
-		return fmt.Sprintf("%ds", s)
-	}
 }
 
 // classToken turns a state like "running (in Maintenance)" into a CSS class

@@ -521,21 +521,6 @@ func TestStaticAssets(t *testing.T) {
 	}
 }
 
-func TestHumanUptime(t *testing.T) {
-	tests := []struct {
-		in   float64
-		want string
-	}{
-		{0, "0s"}, {59.9, "59s"}, {60, "1m 0s"}, {3599, "59m 59s"}, {3600, "1h 0m"},
-		{86399, "23h 59m"}, {93784, "1d 2h"}, {-1, "-"},
-	}
-	for _, tt := range tests {
-		if got := humanUptime(tt.in); got != tt.want {
-			t.Errorf("humanUptime(%v) = %q, want %q", tt.in, got, tt.want)
-		}
-	}
-}
-
 func TestClassToken(t *testing.T) {
 	tests := map[string]string{
 		"running":                  "running",

@@ -3,7 +3,11 @@
 // manual (shared/DESIGN.md §4) so operators and scripts keep their vocabulary.
 package unit
 
-import "time"
+import (
+	"fmt"
+	"math"
+	"time"
+)
 
 // PMState is the state of a physical machine.
 type PMState string
@@ -95,4 +99,25 @@ type Alert struct {
 	Source   string    `json:"source"` // "pm1", "unit", ...
 	Message  string    `json:"message"`
 	Since    time.Time `json:"since"`
+}
+
+// FormatUptime renders seconds as the two largest units ("3d 4h", "5m 12s"),
+// as the console and dyadctl show it; "-" for a value that is not a duration.
+func FormatUptime(seconds float64) string {
+	if math.IsNaN(seconds) || seconds < 0 || seconds > math.MaxInt64/2 {
+		return "-"
+	}
+	s := int64(seconds)
+	d, h, m := s/86400, s/3600%24, s/60%60
+	s %= 60
+	switch {
+	case d > 0:
+		return fmt.Sprintf("%dd %dh", d, h)
+	case h > 0:
+		return fmt.Sprintf("%dh %dm", h, m)
+	case m > 0:
+		return fmt.Sprintf("%dm %ds", m, s)
+	default:
+		return fmt.Sprintf("%ds", s)
+	}
 }

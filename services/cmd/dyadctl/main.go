@@ -9,7 +9,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"math"
 	"net/http"
 	"os"
 	"os/signal"
@@ -192,7 +191,7 @@ func printPMs(w io.Writer, pms []unit.PM) error {
 	for _, pm := range pms {
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", pm.ID, orDash(pm.Name), orDash(string(pm.State)),
 			orDash(string(pm.Role)), pathState(pm.Paths, unit.PathPriv0), pathState(pm.Paths, unit.PathIbiz0),
-			humanUptime(pm.UptimeSeconds), orDash(pm.ImageVersion))
+			unit.FormatUptime(pm.UptimeSeconds), orDash(pm.ImageVersion))
 	}
 	return tw.Flush()
 }
@@ -204,7 +203,7 @@ func printPM(w io.Writer, pm unit.PM) error {
 	fmt.Fprintf(tw, "State:\t%s\n", orDash(string(pm.State)))
 	fmt.Fprintf(tw, "Activity:\t%s\n", orDash(pm.Activity))
 	fmt.Fprintf(tw, "Role:\t%s\n", orDash(string(pm.Role)))
-	fmt.Fprintf(tw, "Uptime:\t%s\n", humanUptime(pm.UptimeSeconds))
+	fmt.Fprintf(tw, "Uptime:\t%s\n", unit.FormatUptime(pm.UptimeSeconds))
 	fmt.Fprintf(tw, "Image version:\t%s\n", orDash(pm.ImageVersion))
 	fmt.Fprintf(tw, "Boot ID:\t%s\n", orDash(pm.BootID))
 	fmt.Fprintf(tw, "Addresses:\t%s\n", orDash(strings.Join(pm.Addresses, ", ")))
@@ -291,24 +290,4 @@ func formatTime(t time.Time) string {
 		return "-"
 	}
 	return t.UTC().Format("2006-01-02 15:04:05 UTC")
-}
-
-// humanUptime renders seconds as the two largest units, like the console.
-func humanUptime(seconds float64) string {
-	if math.IsNaN(seconds) || seconds < 0 || seconds > math.MaxInt64/2 {
-		return "-"
-	}
-	s := int64(seconds)
-	d, h, m := s/86400, s/3600%24, s/60%60
-	s %= 60
-	switch {
-	case d > 0:
-		return fmt.Sprintf("%dd %dh", d, h)
-	case h > 0:
-		return fmt.Sprintf("%dh %dm", h, m)
-	case m > 0:
-		return fmt.Sprintf("%dm %ds", m, s)
-	default:
-		return fmt.Sprintf("%ds", s)
-	}
 }
