@@ -1,0 +1,349 @@
+// Command bench boots a two-PM Dyad unit in QEMU from the built image and
+// measures it: image size, boot time, formation time, API latency and the
+// time the survivor takes to serve the management IP after the primary
+// loses power. Each number is printed as "BENCH <name> <value> <unit>" and
+// appended to a file per UTC day in the results directory:
+//
+//	go run ./qemu-tests/bench [-out out] [-results bench/results] [-repeat N]
+package main
+
+import (
+	"compress/gzip"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/dyad-ha/dyad/qemu-tests/harness"
+	"github.com/dyad-ha/dyad/services/apiclient"
+	"github.com/dyad-ha/dyad/services/unit"
+)
+
+const mgmtURL = "http://" + harness.MgmtIP
+
+// Deadlines of the steps of one run.
+const (
+	bootTimeout     = 5 * time.Minute // start to health, and start to formed
+	syncTimeout     = time.Minute     // secondary's unit database in step
+	takeoverTimeout = 2 * time.Minute
+	requestTimeout  = 2 * time.Second // any single API request
+)
+
+// latencySamples is how many sequential GET /api/v1/pms the latency is
+// taken from.
+const latencySamples = 50
+
+func main() {
+	out := flag.String("out", "out", "directory holding the built image")
+	results := flag.String("results", "bench/results", "directory of the result history, one file per UTC day")
+	repeat := flag.Int("repeat", 1, "boot this many units; above 1 the median is reported with _min and _max")
+	flag.Parse()
+	if *repeat < 1 || flag.NArg() > 0 {
+		flag.Usage()
+		os.Exit(2)
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	if err := run(log, *out, *results, *repeat); err != nil {
+		log.Error("bench failed", "err", err)
+		os.Exit(1)
+	}
+}
+
+func run(log *slog.Logger, out, results string, repeat int) error {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	sizes, err := imageSizes(filepath.Join(out, harness.InitramfsFile))
+	if err != nil {
+		return err
+	}
+	var runs [][]sample
+	var accel string
+	for i := 1; i <= repeat; i++ {
+		log.Info("bench run", "run", i, "of", repeat)
+		s, acc, err := measureUnit(ctx, log, out)
+		if err != nil {
+			return fmt.Errorf("run %d of %d: %w", i, repeat, err)
+		}
+		log.Info("bench run done", "run", i, "samples", fmt.Sprint(s))
+		runs, accel = append(runs, s), acc
+	}
+	lines := formatAll(append(sizes, summarize(runs)...))
+	fmt.Print(lines)
+	return appendResults(results, header(log, accel, repeat)+lines)
+}
+
+// sample is one measured value.
+type sample struct {
+	name  string
+	value float64
+	unit  string
+}
+
+func (s sample) String() string {
+	switch s.unit {
+	case "bytes":
+		return fmt.Sprintf("BENCH %s %d %s", s.name, int64(s.value), s.unit)
+	case "ms":
+		return fmt.Sprintf("BENCH %s %.2f %s", s.name, s.value, s.unit)
+	default:
+		return fmt.Sprintf("BENCH %s %.3f %s", s.name, s.value, s.unit)
+	}
+}
+
+func formatAll(samples []sample) string {
+	var b strings.Builder
+	for _, s := range samples {
+		fmt.Fprintln(&b, s)
+	}
+	return b.String()
+}
+
+// imageSizes measures the initramfs as shipped and as the kernel unpacks it.
+func imageSizes(initramfs string) ([]sample, error) {
+	f, err := os.Open(initramfs)
+	if err != nil {
+		return nil, fmt.Errorf("image size (run make image): %w", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("image size: %w", err)
+	}
+	zr, err := gzip.NewReader(f)
+	if err != nil {
+		return nil, fmt.Errorf("image size: %s: %w", initramfs, err)
+	}
+	n, err := io.Copy(io.Discard, zr)
+	if err != nil {
+		return nil, fmt.Errorf("image size: uncompressing %s: %w", initramfs, err)
+	}
+	return []sample{
+		{"initramfs_bytes", float64(st.Size()), "bytes"},
+		{"initramfs_uncompressed_bytes", float64(n), "bytes"},
+	}, nil
+}
+
+// measureUnit boots one unit, measures it and powers it off again. The
+// unit's logs are removed after a good run and kept after a failure.
+func measureUnit(ctx context.Context, log *slog.Logger, out string) (_ []sample, accel string, err error) {
+	workDir, err := os.MkdirTemp("", "dyad-bench-")
+	if err != nil {
+		return nil, "", fmt.Errorf("work dir: %w", err)
+	}
+	start := time.Now()
+	u, err := harness.Start(ctx, harness.Options{Out: out, N: 2, WorkDir: workDir, Log: log})
+	if err != nil {
+		return nil, "", fmt.Errorf("%w (logs in %s)", err, workDir)
+	}
+	defer func() {
+		err = errors.Join(err, u.Close())
+		if err != nil {
+			err = fmt.Errorf("%w (serial and QEMU logs in %s)", err, workDir)
+			return
+		}
+		if rerr := os.RemoveAll(workDir); rerr != nil {
+			log.Warn("removing work dir", "dir", workDir, "err", rerr)
+		}
+	}()
+
+	// Polls get a connection of their own: a dead primary's connections
+	// would otherwise hang until the request timeout.
+	poll := apiclient.New(mgmtURL, "admin", "admin", &http.Client{
+		Transport: &http.Transport{DialContext: u.Dial, DisableKeepAlives: true},
+		Timeout:   requestTimeout,
+	})
+	var s []sample
+
+	err = harness.WaitFor(ctx, bootTimeout, "GET /api/v1/health through the management IP", func(ctx context.Context) (bool, error) {
+		_, err := poll.Health(ctx)
+		return err == nil, err
+	})
+	if err != nil {
+		return nil, "", err
+	}
+	s = append(s, sample{"pm_boot_to_api_seconds", time.Since(start).Seconds(), "s"})
+
+	var pms []unit.PM
+	err = harness.WaitFor(ctx, bootTimeout-time.Since(start), "the unit to form (2 PMs running, one primary, all paths up)", func(ctx context.Context) (bool, error) {
+		var err error
+		if pms, err = poll.PMs(ctx); err != nil {
+			return false, err
+		}
+		err = formed(pms)
+		return err == nil, err
+	})
+	if err != nil {
+		return nil, "", err
+	}
+	s = append(s, sample{"unit_formed_seconds", time.Since(start).Seconds(), "s"})
+
+	// A logged-in session (the console's way) is checked with an HMAC; Basic
+	// credentials (dyadctl's way) with bcrypt on every request.
+	session := u.HTTPClient()
+	session.Timeout = requestTimeout
+	sc := apiclient.New(mgmtURL, "admin", "admin", session)
+	if err := sc.Login(ctx); err != nil {
+		return nil, "", fmt.Errorf("api latency: %w", err)
+	}
+	basic := u.HTTPClient()
+	basic.Timeout, basic.Jar = requestTimeout, nil
+	for _, l := range []struct {
+		name string
+		c    *apiclient.Client
+	}{
+		{"api_latency", sc},
+		{"api_latency_basic_auth", apiclient.New(mgmtURL, "admin", "admin", basic)},
+	} {
+		lat, err := apiLatency(ctx, l.name, l.c)
+		if err != nil {
+			return nil, "", err
+		}
+		s = append(s, lat...)
+	}
+
+	// Fail the primary in steady state, as a real failure would find it.
+	err = harness.WaitFor(ctx, syncTimeout, "the secondary's unit database in step", func(ctx context.Context) (bool, error) {
+		pms, err := poll.PMs(ctx)
+		if err != nil {
+			return false, err
+		}
+		if len(pms) != 2 || pms[0].DatabaseSeq == 0 || pms[0].DatabaseSeq != pms[1].DatabaseSeq {
+			return false, fmt.Errorf("database positions %v", seqs(pms))
+		}
+		return true, nil
+	})
+	if err != nil {
+		return nil, "", err
+	}
+	lost := primaryOf(pms)
+	survivor := 3 - lost
+	log.Info("powering off the primary", "pm", lost)
+	failed := time.Now()
+	if err := u.PM(lost).PowerOff(ctx); err != nil {
+		return nil, "", err
+	}
+	err = harness.WaitFor(ctx, takeoverTimeout, fmt.Sprintf("pm%d to answer as primary on the management IP", survivor), func(ctx context.Context) (bool, error) {
+		un, err := poll.Unit(ctx)
+		if err != nil {
+			return false, err
+		}
+		if un.Primary != survivor {
+			return false, fmt.Errorf("primary is pm%d", un.Primary)
+		}
+		return true, nil
+	})
+	if err != nil {
+		return nil, "", err
+	}
+	s = append(s, sample{"primary_takeover_seconds", time.Since(failed).Seconds(), "s"})
+	return s, u.Accel(), nil
+}
+
+// apiLatency times sequential authenticated GET /api/v1/pms over a kept-alive
+// connection, after one request that opens it, as name_ms and name_p95_ms.
+func apiLatency(ctx context.Context, name string, c *apiclient.Client) ([]sample, error) {
+	if _, err := c.PMs(ctx); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	ms := make([]float64, 0, latencySamples)
+	for range latencySamples {
+		t := time.Now()
+		if _, err := c.PMs(ctx); err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+		ms = append(ms, float64(time.Since(t).Microseconds())/1000)
+	}
+	return []sample{
+		{name + "_ms", median(ms), "ms"},
+		{name + "_p95_ms", percentile(ms, 95), "ms"},
+	}, nil
+}
+
+func formed(pms []unit.PM) error {
+	if len(pms) != 2 {
+		return fmt.Errorf("%d PMs", len(pms))
+	}
+	primaries := 0
+	for _, pm := range pms {
+		if pm.State != unit.PMRunning {
+			return fmt.Errorf("%s is %s", pm.Name, pm.State)
+		}
+		if pm.Role == unit.RolePrimary {
+			primaries++
+		}
+		up := map[string]bool{}
+		for _, p := range pm.Paths {
+			up[p.Name] = p.Up
+		}
+		for _, name := range []string{unit.PathPriv0, unit.PathIbiz0} {
+			if !up[name] {
+				return fmt.Errorf("%s sees path %s down", pm.Name, name)
+			}
+		}
+	}
+	if primaries != 1 {
+		return fmt.Errorf("%d primaries", primaries)
+	}
+	return nil
+}
+
+// primaryOf is the id of the primary of a formed unit.
+func primaryOf(pms []unit.PM) int {
+	for _, pm := range pms {
+		if pm.Role == unit.RolePrimary {
+			return pm.ID
+		}
+	}
+	panic("bench: primaryOf called on a unit without a primary")
+}
+
+func seqs(pms []unit.PM) []uint64 {
+	var s []uint64
+	for _, pm := range pms {
+		s = append(s, pm.DatabaseSeq)
+	}
+	return s
+}
+
+// header is the comment line that precedes a run's lines in the history.
+func header(log *slog.Logger, accel string, repeat int) string {
+	rev := "unknown"
+	if b, err := exec.Command("git", "describe", "--always", "--dirty").Output(); err == nil {
+		rev = strings.TrimSpace(string(b))
+	} else {
+		log.Warn("git revision unknown", "err", err)
+	}
+	return fmt.Sprintf("# %s rev=%s accel=%s nproc=%d repeat=%d\n",
+		time.Now().UTC().Format(time.RFC3339), rev, accel, runtime.NumCPU(), repeat)
+}
+
+func appendResults(dir, text string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("results: %w", err)
+	}
+	path := filepath.Join(dir, time.Now().UTC().Format(time.DateOnly)+".txt")
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	if err != nil {
+		return fmt.Errorf("results: %w", err)
+	}
+	_, err = f.WriteString(text)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("results: %w", err)
+	}
+	return nil
+}
