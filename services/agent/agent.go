@@ -161,20 +161,51 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer peerSrv.Close()
 
 	a.log.Info("agent started", "node", a.cfg.Node, "unit", a.cfg.Unit, "version", a.opt.Version, "epoch", a.epoch)
-	beat := time.NewTicker(BeatInterval)
-	defer beat.Stop()
-	reconcile := time.NewTicker(time.Second)
-	defer reconcile.Stop()
+	// Three loops, so that nothing slow ever delays a heartbeat: a late beat
+	// looks like a dead PM to the peer. The election may take seconds (new
+	// epoch on disk, management IP, console); reconciling may wait on the
+	// peer's API for longer.
+	var wg sync.WaitGroup
+	kick := make(chan struct{}, 1)
+	wg.Go(func() { every(ctx, BeatInterval, func() { a.sendBeats(socks) }) })
+	wg.Go(func() {
+		every(ctx, BeatInterval, func() {
+			if a.elect(ctx) {
+				select {
+				case kick <- struct{}{}:
+				default:
+				}
+			}
+		})
+	})
+	wg.Go(func() {
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			case <-kick:
+			}
+			a.reconcile(ctx)
+		}
+	})
+	wg.Wait()
+	a.stepDown(context.Background(), "agent stopping")
+	return nil
+}
+
+// every runs fn every interval until ctx ends.
+func every(ctx context.Context, interval time.Duration, fn func()) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			a.stepDown(context.Background(), "agent stopping")
-			return nil
-		case <-beat.C:
-			a.sendBeats(socks)
-			a.elect(ctx)
-		case <-reconcile.C:
-			a.reconcile(ctx)
+			return
+		case <-t.C:
+			fn()
 		}
 	}
 }
@@ -210,8 +241,9 @@ func (a *Agent) sendBeats(socks map[string]*cluster.PathSocket) {
 	}
 }
 
-// elect applies the election rule and acts on a change of role.
-func (a *Agent) elect(ctx context.Context) {
+// elect applies the election rule and acts on a change of role. It reports
+// whether this PM became primary.
+func (a *Agent) elect(ctx context.Context) bool {
 	a.mu.Lock()
 	s := cluster.Situation{Node: a.cfg.Node, Role: a.role, Epoch: a.epoch, Peer: a.mon.View(time.Now())}
 	if a.role == unit.RoleNone {
@@ -225,26 +257,27 @@ func (a *Agent) elect(ctx context.Context) {
 			a.epoch = d.Epoch
 			a.mu.Unlock()
 		}
-		return
+		return false
 	}
 	a.log.Info("role change", "from", s.Role, "to", d.Role, "epoch", d.Epoch, "reason", d.Reason)
 	switch d.Role {
 	case unit.RolePrimary:
-		a.becomePrimary(ctx, d.Epoch)
+		return a.becomePrimary(ctx, d.Epoch)
 	default:
 		a.stepDown(ctx, d.Reason)
 		a.mu.Lock()
 		a.role, a.epoch = d.Role, d.Epoch
 		a.mu.Unlock()
 	}
+	return false
 }
 
-func (a *Agent) becomePrimary(ctx context.Context, epoch uint64) {
+func (a *Agent) becomePrimary(ctx context.Context, epoch uint64) bool {
 	// The epoch is durable before the PM acts as primary: a restart must not
 	// come back with an older epoch than the one it announced.
 	if err := a.db.SetEpoch(ctx, nil, epoch); err != nil {
 		a.log.Error("cannot record the new epoch; staying out of the primary role", "epoch", epoch, "err", err)
-		return
+		return false
 	}
 	a.mu.Lock()
 	a.role, a.epoch = unit.RolePrimary, epoch
@@ -256,12 +289,12 @@ func (a *Agent) becomePrimary(ctx context.Context, epoch uint64) {
 	c, err := a.startConsole()
 	if err != nil {
 		a.log.Error("console", "err", err)
-		return
+		return true
 	}
 	a.mu.Lock()
 	a.console = c
 	a.mu.Unlock()
-	a.reconcile(ctx)
+	return true
 }
 
 // stepDown gives up everything the primary holds.

@@ -6,11 +6,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/dyad-ha/dyad/services/unit"
 )
@@ -35,14 +37,22 @@ type Health struct {
 	Role   unit.Role `json:"role"`
 }
 
-// Client calls the API of one unit. It sends HTTP Basic credentials with each
-// request, so it needs no session; it is safe for concurrent use.
+// Client calls the API of one unit. It logs in on first use and sends the
+// session cookie afterwards: a session is checked with one MAC, a password
+// costs a bcrypt hash on every request. An expired session is renewed once.
+// It is safe for concurrent use.
 type Client struct {
 	base     string
 	user     string
 	password string
 	hc       *http.Client
+
+	mu      sync.Mutex
+	session *http.Cookie
 }
+
+// sessionCookie is the name of the console session cookie.
+const sessionCookie = "dyad_session"
 
 // New returns a client of the API at baseURL (e.g. "http://10.99.0.10").
 // A nil hc means http.DefaultClient; set its Timeout to bound calls that the
@@ -54,27 +64,71 @@ func New(baseURL, user, password string, hc *http.Client) *Client {
 	return &Client{base: strings.TrimRight(baseURL, "/"), user: user, password: password, hc: hc}
 }
 
-// Login checks the credentials with POST /api/v1/login. When hc has a cookie
-// jar, the session cookie it returns is kept there.
+// Login logs in with POST /api/v1/login and keeps the session for the
+// following calls.
 func (c *Client) Login(ctx context.Context) error {
+	_, err := c.login(ctx)
+	return err
+}
+
+func (c *Client) login(ctx context.Context) (*http.Cookie, error) {
 	body, err := json.Marshal(map[string]string{"user": c.user, "password": c.password})
 	if err != nil {
-		return fmt.Errorf("encoding login: %w", err)
+		return nil, fmt.Errorf("encoding login: %w", err)
 	}
-	return c.do(ctx, http.MethodPost, "/api/v1/login", body, nil)
+	resp, err := c.send(ctx, http.MethodPost, "/api/v1/login", body, nil, nil)
+	if err != nil {
+		return nil, err
+	}
+	for _, ck := range resp.Cookies() {
+		if ck.Name == sessionCookie {
+			c.mu.Lock()
+			c.session = &http.Cookie{Name: ck.Name, Value: ck.Value}
+			c.mu.Unlock()
+			return ck, nil
+		}
+	}
+	return nil, fmt.Errorf("POST /api/v1/login: the answer carries no %s cookie", sessionCookie)
+}
+
+// authed runs a request with the session, logging in first when there is
+// none and once more when the server no longer accepts it.
+func (c *Client) authed(ctx context.Context, method, path string, out any) error {
+	for attempt := 0; ; attempt++ {
+		c.mu.Lock()
+		ck := c.session
+		c.mu.Unlock()
+		if ck == nil {
+			var err error
+			if ck, err = c.login(ctx); err != nil {
+				return err
+			}
+		}
+		_, err := c.send(ctx, method, path, nil, ck, out)
+		var ae *APIError
+		if attempt == 0 && errors.As(err, &ae) && ae.StatusCode == http.StatusUnauthorized {
+			c.mu.Lock()
+			if c.session == ck {
+				c.session = nil
+			}
+			c.mu.Unlock()
+			continue
+		}
+		return err
+	}
 }
 
 // Unit returns the whole unit.
 func (c *Client) Unit(ctx context.Context) (unit.Unit, error) {
 	var u unit.Unit
-	err := c.do(ctx, http.MethodGet, "/api/v1/unit", nil, &u)
+	err := c.authed(ctx, http.MethodGet, "/api/v1/unit", &u)
 	return u, err
 }
 
 // PMs returns the unit's PMs.
 func (c *Client) PMs(ctx context.Context) ([]unit.PM, error) {
 	var pms []unit.PM
-	err := c.do(ctx, http.MethodGet, "/api/v1/pms", nil, &pms)
+	err := c.authed(ctx, http.MethodGet, "/api/v1/pms", &pms)
 	return pms, err
 }
 
@@ -82,61 +136,64 @@ func (c *Client) PMs(ctx context.Context) ([]unit.PM, error) {
 // *APIError with StatusCode 404.
 func (c *Client) PM(ctx context.Context, id int) (unit.PM, error) {
 	var pm unit.PM
-	err := c.do(ctx, http.MethodGet, "/api/v1/pms/"+strconv.Itoa(id), nil, &pm)
+	err := c.authed(ctx, http.MethodGet, "/api/v1/pms/"+strconv.Itoa(id), &pm)
 	return pm, err
 }
 
 // Alerts returns the unit's active alerts.
 func (c *Client) Alerts(ctx context.Context) ([]unit.Alert, error) {
 	var alerts []unit.Alert
-	err := c.do(ctx, http.MethodGet, "/api/v1/alerts", nil, &alerts)
+	err := c.authed(ctx, http.MethodGet, "/api/v1/alerts", &alerts)
 	return alerts, err
 }
 
 // Health returns the answering PM's health; it needs no credentials.
 func (c *Client) Health(ctx context.Context) (Health, error) {
 	var h Health
-	err := c.do(ctx, http.MethodGet, "/api/v1/health", nil, &h)
+	_, err := c.send(ctx, http.MethodGet, "/api/v1/health", nil, nil, &h)
 	return h, err
 }
 
-// do sends one request and decodes a 2xx JSON answer into out (when not nil).
-func (c *Client) do(ctx context.Context, method, path string, body []byte, out any) error {
+// send sends one request with the session cookie ck (when not nil) and
+// decodes a 2xx JSON answer into out (when not nil).
+func (c *Client) send(ctx context.Context, method, path string, body []byte, ck *http.Cookie, out any) (*http.Response, error) {
 	var rd io.Reader
 	if body != nil {
 		rd = bytes.NewReader(body)
 	}
 	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
 	if err != nil {
-		return fmt.Errorf("%s %s: %w", method, path, err)
+		return nil, fmt.Errorf("%s %s: %w", method, path, err)
 	}
 	req.Header.Set("Accept", "application/json")
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	req.SetBasicAuth(c.user, c.password)
+	if ck != nil {
+		req.AddCookie(ck)
+	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		return fmt.Errorf("%s %s: %w", method, path, err)
+		return nil, fmt.Errorf("%s %s: %w", method, path, err)
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse+1))
 	if err != nil {
-		return fmt.Errorf("%s %s: reading answer: %w", method, path, err)
+		return nil, fmt.Errorf("%s %s: reading answer: %w", method, path, err)
 	}
 	if len(data) > maxResponse {
-		return fmt.Errorf("%s %s: answer larger than %d bytes", method, path, maxResponse)
+		return nil, fmt.Errorf("%s %s: answer larger than %d bytes", method, path, maxResponse)
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return &APIError{StatusCode: resp.StatusCode, Message: errorMessage(data)}
+		return resp, &APIError{StatusCode: resp.StatusCode, Message: errorMessage(data)}
 	}
 	if out == nil {
-		return nil
+		return resp, nil
 	}
 	if err := json.Unmarshal(data, out); err != nil {
-		return fmt.Errorf("%s %s: decoding answer: %w", method, path, err)
+		return resp, fmt.Errorf("%s %s: decoding answer: %w", method, path, err)
 	}
-	return nil
+	return resp, nil
 }
 
 // errorMessage extracts {"error":"..."} or, from something that is not the

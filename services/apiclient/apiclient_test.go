@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/http/cookiejar"
 	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"reflect"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -122,7 +124,7 @@ func TestClientErrors(t *testing.T) {
 		{
 			name: "wrong password", src: &fakeSource{unit: testUnit()}, user: "admin", pass: "nope",
 			call:       func(ctx context.Context, c *apiclient.Client) error { _, err := c.Unit(ctx); return err },
-			wantStatus: 401, wantMsg: "not logged in",
+			wantStatus: 401, wantMsg: "invalid user or password",
 		},
 		{
 			name: "login wrong password", src: &fakeSource{unit: testUnit()}, user: "admin", pass: "nope",
@@ -150,19 +152,53 @@ func TestClientErrors(t *testing.T) {
 	}
 }
 
-func TestLoginKeepsSessionInJar(t *testing.T) {
+func TestSessionReusedAndRenewed(t *testing.T) {
 	ts := newServer(t, &fakeSource{unit: testUnit()})
-	jar, err := cookiejar.New(nil)
-	if err != nil {
-		t.Fatal(err)
+	target, _ := url.Parse(ts.URL)
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	var mu sync.Mutex
+	logins, basic, expireNext := 0, 0, false
+	counting := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		if r.URL.Path == "/api/v1/login" {
+			logins++
+		}
+		if _, _, ok := r.BasicAuth(); ok {
+			basic++
+		}
+		expire := expireNext && r.URL.Path != "/api/v1/login"
+		if expire {
+			expireNext = false
+		}
+		mu.Unlock()
+		if expire { // as the server answers an expired session
+			w.WriteHeader(http.StatusUnauthorized)
+			w.Write([]byte(`{"error":"not logged in"}`))
+			return
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	defer counting.Close()
+
+	c := apiclient.New(counting.URL, "admin", "admin", counting.Client())
+	for range 5 {
+		if _, err := c.PMs(t.Context()); err != nil {
+			t.Fatal(err)
+		}
 	}
-	hc := &http.Client{Jar: jar}
-	if err := apiclient.New(ts.URL, "admin", "admin", hc).Login(t.Context()); err != nil {
-		t.Fatalf("Login: %v", err)
+	mu.Lock()
+	if logins != 1 || basic != 0 {
+		t.Errorf("5 calls: %d logins, %d requests with a password; want 1 and 0", logins, basic)
 	}
-	// With the session cookie, even a client with wrong Basic credentials is in.
-	if _, err := apiclient.New(ts.URL, "admin", "wrong", hc).Unit(t.Context()); err != nil {
-		t.Fatalf("Unit with session cookie: %v", err)
+	expireNext = true
+	mu.Unlock()
+	if _, err := c.Unit(t.Context()); err != nil {
+		t.Fatalf("after the session expired: %v", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if logins != 2 {
+		t.Errorf("an expired session gave %d logins in all, want 2", logins)
 	}
 }
 
@@ -192,7 +228,7 @@ func TestNonAPIAnswers(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			ts := httptest.NewServer(tt.handler)
 			defer ts.Close()
-			_, err := apiclient.New(ts.URL, "admin", "admin", ts.Client()).Unit(t.Context())
+			_, err := apiclient.New(ts.URL, "admin", "admin", ts.Client()).Health(t.Context())
 			if !tt.check(err) {
 				t.Errorf("unexpected error: %v", err)
 			}
