@@ -22,6 +22,7 @@ import (
 
 	"github.com/dyad-ha/dyad/imagebuild/kmods"
 	"github.com/dyad-ha/dyad/imagebuild/manifest"
+	"github.com/dyad-ha/dyad/init/kmod"
 )
 
 func TestCompareVersions(t *testing.T) {
@@ -336,7 +337,7 @@ func TestBuild(t *testing.T) {
 	var names []string
 	for _, e := range dep.Entries() {
 		listed[tree+"/"+e.Path] = true
-		names = append(names, e.Name())
+		names = append(names, kmod.Name(e.Path))
 		if _, ok := recs[tree+"/"+e.Path]; !ok {
 			t.Errorf("modules.dep lists %s, archive lacks it", e.Path)
 		}
@@ -351,7 +352,7 @@ func TestBuild(t *testing.T) {
 		t.Errorf("modules.dep names %v, manifest %v", names, outer.Modules)
 	}
 	for _, m := range cfg.Modules {
-		if _, ok := dep.Lookup(m); !ok && !slices.Contains(outer.BuiltinModules, kmods.Name(m)) {
+		if _, ok := dep.Lookup(m); !ok && !slices.Contains(outer.BuiltinModules, kmod.Name(m)) {
 			t.Errorf("requested module %s is neither shipped nor built in", m)
 		}
 	}

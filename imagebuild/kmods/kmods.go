@@ -1,169 +1,74 @@
 // Package kmods selects kernel modules and their dependency closure from a
 // depmod-generated modules tree (/lib/modules/<kver>) and writes a modules.dep
-// that describes exactly the selected modules.
+// that describes exactly the selected modules. The modules.dep format itself
+// belongs to init/kmod, whose parser PID 1 runs on the file written here.
 package kmods
 
 import (
 	"bufio"
-	"errors"
 	"fmt"
 	"io"
-	"path"
 	"slices"
 	"strings"
-	"unicode"
+
+	"github.com/dyad-ha/dyad/init/kmod"
 )
-
-// Entry is one line of modules.dep: a module file and the module files it
-// needs, both relative to /lib/modules/<kver>.
-type Entry struct {
-	Path string
-	Deps []string
-}
-
-// Name is the kernel's name for the module: the file name without its .ko
-// suffix (and compression suffix) with dashes folded to underscores.
-func (e Entry) Name() string { return Name(e.Path) }
 
 // Dep is a parsed modules.dep, kept in file order because depmod writes it in
 // modules.order order and consumers load modules in that order.
 type Dep struct {
-	entries []Entry
-	byName  map[string]int
-	byPath  map[string]int
+	mods   []kmod.Module
+	byName map[string]int
+	byPath map[string]int
 }
 
-// moduleSuffixes are the file suffixes depmod accepts for modules.
-var moduleSuffixes = []string{".ko", ".ko.xz", ".ko.zst", ".ko.gz"}
-
-// maxLine bounds one modules.dep line; real lines are far below 64 KiB even
-// for modules with dozens of dependencies.
-const maxLine = 1 << 20
-
-// Name returns the module name for a module file path such as
-// "kernel/drivers/char/hw_random/virtio-rng.ko.xz" ("virtio_rng"). A plain
-// name without a suffix is folded the same way, so Name("dm-mod") is "dm_mod".
-func Name(p string) string {
-	base := path.Base(p)
-	for _, s := range moduleSuffixes {
-		if strings.HasSuffix(base, s) {
-			base = strings.TrimSuffix(base, s)
-			break
-		}
-	}
-	return strings.ReplaceAll(base, "-", "_")
-}
-
-// ParseDep parses modules.dep. Every line is "path:[ dep...]"; paths must be
-// clean relative module file paths, and every dependency must itself have a
-// line, so a closure computed from the result never refers to a file that
-// the tree does not describe.
+// ParseDep parses modules.dep with kmod.ParseDeps and additionally requires
+// every dependency to have a line of its own, so a closure computed from the
+// result never refers to a file that the tree does not describe.
 func ParseDep(r io.Reader) (*Dep, error) {
-	d := &Dep{byName: map[string]int{}, byPath: map[string]int{}}
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 0, 64*1024), maxLine)
-	lineNo := 0
-	for sc.Scan() {
-		lineNo++
-		line := strings.TrimSpace(sc.Text())
-		if line == "" {
-			continue
-		}
-		head, tail, ok := strings.Cut(line, ":")
-		if !ok {
-			return nil, fmt.Errorf("modules.dep line %d: missing ':' in %q", lineNo, line)
-		}
-		if err := checkModulePath(head); err != nil {
-			return nil, fmt.Errorf("modules.dep line %d: %w", lineNo, err)
-		}
-		e := Entry{Path: head}
-		seen := map[string]bool{}
-		for _, dep := range strings.Fields(tail) {
-			if err := checkModulePath(dep); err != nil {
-				return nil, fmt.Errorf("modules.dep line %d: dependency: %w", lineNo, err)
-			}
-			if dep == head {
-				return nil, fmt.Errorf("modules.dep line %d: %s depends on itself", lineNo, head)
-			}
-			if seen[dep] {
-				return nil, fmt.Errorf("modules.dep line %d: %s listed twice as a dependency", lineNo, dep)
-			}
-			seen[dep] = true
-			e.Deps = append(e.Deps, dep)
-		}
-		if _, dup := d.byPath[head]; dup {
-			return nil, fmt.Errorf("modules.dep line %d: %s listed twice", lineNo, head)
-		}
-		name := e.Name()
-		if prev, dup := d.byName[name]; dup {
-			return nil, fmt.Errorf("modules.dep line %d: module name %s used by both %s and %s", lineNo, name, d.entries[prev].Path, head)
-		}
-		d.byPath[head] = len(d.entries)
-		d.byName[name] = len(d.entries)
-		d.entries = append(d.entries, e)
+	mods, err := kmod.ParseDeps(r)
+	if err != nil {
+		return nil, err
 	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("reading modules.dep: %w", err)
+	d := &Dep{mods: mods, byName: make(map[string]int, len(mods)), byPath: make(map[string]int, len(mods))}
+	for i, m := range mods {
+		d.byPath[m.Path] = i
+		d.byName[kmod.Name(m.Path)] = i
 	}
-	for _, e := range d.entries {
-		for _, dep := range e.Deps {
+	for _, m := range mods {
+		for _, dep := range m.Deps {
 			if _, ok := d.byPath[dep]; !ok {
-				return nil, fmt.Errorf("modules.dep: %s depends on %s, which has no line of its own", e.Path, dep)
+				return nil, fmt.Errorf("modules.dep: %s depends on %s, which has no line of its own", m.Path, dep)
 			}
 		}
 	}
 	return d, nil
 }
 
-func checkModulePath(p string) error {
-	switch {
-	case p == "":
-		return errors.New("empty module path")
-	case strings.ContainsFunc(p, unicode.IsSpace):
-		return fmt.Errorf("module path %q contains white space", p)
-	case path.IsAbs(p):
-		return fmt.Errorf("module path %q is absolute", p)
-	case path.Clean(p) != p || p == ".." || strings.HasPrefix(p, "../"):
-		return fmt.Errorf("module path %q is not a clean path inside the modules tree", p)
-	case !hasModuleSuffix(p):
-		return fmt.Errorf("module path %q does not end in one of %v", p, moduleSuffixes)
-	case Name(p) == "":
-		return fmt.Errorf("module path %q has an empty module name", p)
-	}
-	return nil
-}
-
-func hasModuleSuffix(p string) bool {
-	for _, s := range moduleSuffixes {
-		if strings.HasSuffix(p, s) {
-			return true
-		}
-	}
-	return false
-}
-
 // Entries returns the modules in file order.
-func (d *Dep) Entries() []Entry { return slices.Clone(d.entries) }
+func (d *Dep) Entries() []kmod.Module { return slices.Clone(d.mods) }
 
 // canonical folds dashes to underscores, as the kernel does for module
-// names given by users.
+// names given by users. Unlike kmod.Name it strips no suffix: a name such as
+// "0000000.ko" (from 0000000.ko.ko) must find its module again.
 func canonical(name string) string { return strings.ReplaceAll(name, "-", "_") }
 
 // Lookup finds a module by name (dashes and underscores are equivalent).
-func (d *Dep) Lookup(name string) (Entry, bool) {
+func (d *Dep) Lookup(name string) (kmod.Module, bool) {
 	i, ok := d.byName[canonical(name)]
 	if !ok {
-		return Entry{}, false
+		return kmod.Module{}, false
 	}
-	return d.entries[i], true
+	return d.mods[i], true
 }
 
 // ParseBuiltin parses modules.builtin (one module path per line) into the set
 // of built-in module names.
 func ParseBuiltin(r io.Reader) (map[string]bool, error) {
 	names := map[string]bool{}
+	// One path per line: the scanner's default 64 KiB line limit is far
+	// above PATH_MAX.
 	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 0, 64*1024), maxLine)
 	lineNo := 0
 	for sc.Scan() {
 		lineNo++
@@ -171,10 +76,10 @@ func ParseBuiltin(r io.Reader) (map[string]bool, error) {
 		if line == "" {
 			continue
 		}
-		if err := checkModulePath(line); err != nil {
+		if err := kmod.CheckPath(line); err != nil {
 			return nil, fmt.Errorf("modules.builtin line %d: %w", lineNo, err)
 		}
-		names[Name(line)] = true
+		names[kmod.Name(line)] = true
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("reading modules.builtin: %w", err)
@@ -186,7 +91,7 @@ func ParseBuiltin(r io.Reader) (map[string]bool, error) {
 type Selection struct {
 	// Modules are the loadable modules to ship, wanted ones and their
 	// dependencies, in modules.dep order.
-	Modules []Entry
+	Modules []kmod.Module
 	// Builtin are the wanted names compiled into the kernel, sorted; they
 	// need no file.
 	Builtin []string
@@ -195,8 +100,8 @@ type Selection struct {
 // Names returns the names of the selected loadable modules, sorted.
 func (s Selection) Names() []string {
 	names := make([]string, 0, len(s.Modules))
-	for _, e := range s.Modules {
-		names = append(names, e.Name())
+	for _, m := range s.Modules {
+		names = append(names, kmod.Name(m.Path))
 	}
 	slices.Sort(names)
 	return names
@@ -215,13 +120,13 @@ func (d *Dep) Select(wanted []string, builtin map[string]bool) (Selection, error
 			return
 		}
 		include[p] = true
-		for _, dep := range d.entries[d.byPath[p]].Deps {
+		for _, dep := range d.mods[d.byPath[p]].Deps {
 			walk(dep)
 		}
 	}
 	for _, w := range wanted {
-		if e, ok := d.Lookup(w); ok {
-			walk(e.Path)
+		if m, ok := d.Lookup(w); ok {
+			walk(m.Path)
 			continue
 		}
 		if n := canonical(w); builtin[n] {
@@ -235,23 +140,23 @@ func (d *Dep) Select(wanted []string, builtin map[string]bool) (Selection, error
 	if len(missing) > 0 {
 		return Selection{}, fmt.Errorf("kernel modules %s are neither in modules.dep nor in modules.builtin", strings.Join(missing, ", "))
 	}
-	for _, e := range d.entries {
-		if include[e.Path] {
-			sel.Modules = append(sel.Modules, Entry{Path: e.Path, Deps: slices.Clone(e.Deps)})
+	for _, m := range d.mods {
+		if include[m.Path] {
+			sel.Modules = append(sel.Modules, kmod.Module{Path: m.Path, Deps: slices.Clone(m.Deps)})
 		}
 	}
 	slices.Sort(sel.Builtin)
 	return sel, nil
 }
 
-// WriteDep writes entries in modules.dep format, the exact format depmod
+// WriteDep writes modules in modules.dep format, the exact format depmod
 // produces: "path:" followed by " dep" for each dependency.
-func WriteDep(w io.Writer, entries []Entry) error {
+func WriteDep(w io.Writer, mods []kmod.Module) error {
 	bw := bufio.NewWriter(w)
-	for _, e := range entries {
-		bw.WriteString(e.Path)
+	for _, m := range mods {
+		bw.WriteString(m.Path)
 		bw.WriteByte(':')
-		for _, dep := range e.Deps {
+		for _, dep := range m.Deps {
 			bw.WriteByte(' ')
 			bw.WriteString(dep)
 		}

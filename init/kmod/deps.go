@@ -2,11 +2,13 @@ package kmod
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"path"
 	"slices"
 	"strings"
+	"unicode"
 )
 
 // Module is one line of modules.dep: a module file and the files it needs
@@ -16,37 +18,99 @@ type Module struct {
 	Deps []string
 }
 
-// Name is the kernel's name for the module at p: the file name without
-// ".ko", with '-' folded to '_' as the kernel does (dm-mod.ko is dm_mod).
+// maxLine bounds one modules.dep line; real lines are far below 64 KiB even
+// for modules with dozens of dependencies.
+const maxLine = 1 << 20
+
+// moduleSuffixes are the file suffixes depmod accepts for modules.
+func moduleSuffixes() []string { return []string{".ko", ".ko.xz", ".ko.zst", ".ko.gz"} }
+
+// Name is the kernel's name for the module at p: the file name without its
+// .ko (or compressed .ko) suffix, with '-' folded to '_' as the kernel does
+// (dm-mod.ko.xz is dm_mod). A plain name without a suffix is folded the same
+// way, so Name("dm-mod") is "dm_mod". Only one suffix is removed
+// (0000000.ko.ko is "0000000.ko").
 func Name(p string) string {
-	return strings.ReplaceAll(strings.TrimSuffix(path.Base(p), ".ko"), "-", "_")
+	base := path.Base(p)
+	for _, s := range moduleSuffixes() {
+		if strings.HasSuffix(base, s) {
+			base = strings.TrimSuffix(base, s)
+			break
+		}
+	}
+	return strings.ReplaceAll(base, "-", "_")
+}
+
+// CheckPath reports why p cannot be a module file path in a modules tree:
+// it must be a clean relative path that stays inside the tree, so a damaged
+// or hostile modules.dep cannot make PID 1 load, or the image builder copy,
+// a file from elsewhere, and it must end in a module suffix.
+func CheckPath(p string) error {
+	switch {
+	case p == "":
+		return errors.New("empty module path")
+	case strings.ContainsFunc(p, unicode.IsSpace):
+		return fmt.Errorf("module path %q contains white space", p)
+	case path.IsAbs(p):
+		return fmt.Errorf("module path %q is absolute", p)
+	case path.Clean(p) != p || p == ".." || strings.HasPrefix(p, "../"):
+		return fmt.Errorf("module path %q is not a clean path inside the modules tree", p)
+	case !slices.ContainsFunc(moduleSuffixes(), func(s string) bool { return strings.HasSuffix(p, s) }):
+		return fmt.Errorf("module path %q does not end in one of %v", p, moduleSuffixes())
+	case Name(p) == "":
+		return fmt.Errorf("module path %q has an empty module name", p)
+	}
+	return nil
 }
 
 // ParseDeps parses modules.dep as written by depmod: one line per module,
 // "kernel/a.ko: kernel/b.ko kernel/c.ko", dependencies listed so that the
-// last one is loaded first. Modules come back in file order.
+// last one is loaded first. Modules come back in file order. Every path must
+// pass CheckPath, and no module or module name may be listed twice.
+//
+// A dependency without a line of its own is accepted: at boot its file may
+// still be present, and LoadAll skips only what actually fails to load.
 func ParseDeps(r io.Reader) ([]Module, error) {
 	var mods []Module
-	seen := make(map[string]int)
+	lineOf := make(map[string]int)
+	byName := make(map[string]int)
 	sc := bufio.NewScanner(r)
+	sc.Buffer(nil, maxLine)
 	for n := 1; sc.Scan(); n++ {
 		line := strings.TrimSpace(sc.Text())
 		if line == "" || strings.HasPrefix(line, "#") {
 			continue
 		}
 		p, rest, ok := strings.Cut(line, ":")
-		p = strings.TrimSpace(p)
-		if !ok || p == "" || strings.ContainsAny(p, " \t") {
-			return nil, fmt.Errorf("modules.dep line %d: want \"module.ko: dependency.ko ...\", got %q", n, line)
+		if !ok {
+			return nil, fmt.Errorf("modules.dep line %d: missing ':' in %q", n, line)
 		}
-		if prev, dup := seen[p]; dup {
+		if err := CheckPath(p); err != nil {
+			return nil, fmt.Errorf("modules.dep line %d: %w", n, err)
+		}
+		if prev, dup := lineOf[p]; dup {
 			return nil, fmt.Errorf("modules.dep line %d: %s already listed on line %d", n, p, prev)
 		}
-		seen[p] = n
-		deps := strings.Fields(rest)
-		if slices.Contains(deps, p) {
-			return nil, fmt.Errorf("modules.dep line %d: %s depends on itself", n, p)
+		name := Name(p)
+		if prev, dup := byName[name]; dup {
+			return nil, fmt.Errorf("modules.dep line %d: module name %s used by both %s (line %d) and %s", n, name, mods[prev].Path, lineOf[mods[prev].Path], p)
 		}
+		deps := strings.Fields(rest)
+		seen := make(map[string]bool, len(deps))
+		for _, d := range deps {
+			if err := CheckPath(d); err != nil {
+				return nil, fmt.Errorf("modules.dep line %d: dependency: %w", n, err)
+			}
+			if d == p {
+				return nil, fmt.Errorf("modules.dep line %d: %s depends on itself", n, p)
+			}
+			if seen[d] {
+				return nil, fmt.Errorf("modules.dep line %d: %s listed twice as a dependency", n, d)
+			}
+			seen[d] = true
+		}
+		lineOf[p] = n
+		byName[name] = len(mods)
 		mods = append(mods, Module{Path: p, Deps: deps})
 	}
 	if err := sc.Err(); err != nil {

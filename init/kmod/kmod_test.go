@@ -40,14 +40,20 @@ func names(mods []Module) []string {
 }
 
 func TestName(t *testing.T) {
-	for in, want := range map[string]string{
-		"kernel/drivers/md/dm-mod.ko":           "dm_mod",
-		"kernel/drivers/block/drbd/drbd.ko":     "drbd",
-		"kernel/net/ipv4/netfilter/nf_nat.ko":   "nf_nat",
-		"kernel/drivers/net/ethernet/e1000e.ko": "e1000e",
+	for _, tc := range []struct{ in, want string }{
+		{"kernel/drivers/md/dm-mod.ko", "dm_mod"},
+		{"kernel/drivers/block/drbd/drbd.ko", "drbd"},
+		{"kernel/net/ipv4/netfilter/nf_nat.ko", "nf_nat"},
+		{"kernel/drivers/net/ethernet/e1000e.ko", "e1000e"},
+		{"kernel/drivers/char/hw_random/virtio-rng.ko", "virtio_rng"},
+		{"kernel/drivers/md/dm-mod.ko.xz", "dm_mod"},
+		{"kernel/net/8021q/8021q.ko.zst", "8021q"},
+		{"kernel/x/0000000.ko.ko", "0000000.ko"},
+		{"dm-thin-pool", "dm_thin_pool"},
+		{"virtio_blk", "virtio_blk"},
 	} {
-		if got := Name(in); got != want {
-			t.Errorf("Name(%q) = %q, want %q", in, got, want)
+		if got := Name(tc.in); got != tc.want {
+			t.Errorf("Name(%q) = %q, want %q", tc.in, got, tc.want)
 		}
 	}
 }
@@ -70,16 +76,28 @@ func TestParseDeps(t *testing.T) {
 func TestParseDepsErrors(t *testing.T) {
 	tests := []struct{ name, in, want string }{
 		{"no colon", "kernel/a.ko kernel/b.ko\n", "line 1"},
+		{"no colon message", "kernel/a.ko\n", "missing ':'"},
 		{"empty module", "a.ko:\n: b.ko\n", "line 2"},
 		{"space in module", "kernel/a b.ko: c.ko\n", "line 1"},
+		{"absolute", "/kernel/a.ko:\n", "is absolute"},
+		{"escapes tree", "../a.ko:\n", "not a clean path"},
+		{"unclean", "kernel//a.ko:\n", "not a clean path"},
+		{"not a module", "kernel/a.o:\n", "does not end in"},
+		{"empty name", "kernel/.ko:\n", "empty module name"},
 		{"listed twice", "a.ko:\nb.ko: a.ko\n\na.ko: b.ko\n", "line 4: a.ko already listed on line 1"},
+		{"duplicate line", "a.ko:\na.ko:\n", "line 2: a.ko already listed on line 1"},
+		{"duplicate name", "x/a-b.ko:\ny/a_b.ko:\n", "used by both"},
 		{"self dependency", "a.ko: b.ko a.ko\n", "depends on itself"},
+		{"repeated dependency", "a.ko: b.ko b.ko\nb.ko:\n", "listed twice as a dependency"},
+		{"dependency escapes", "a.ko: ../b.ko\n", "not a clean path"},
 	}
 	for _, tt := range tests {
-		_, err := ParseDeps(strings.NewReader(tt.in))
-		if err == nil || !strings.Contains(err.Error(), tt.want) {
-			t.Errorf("%s: ParseDeps error = %v, want one mentioning %q", tt.name, err, tt.want)
-		}
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := ParseDeps(strings.NewReader(tt.in))
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("ParseDeps(%q) error = %v, want one mentioning %q", tt.in, err, tt.want)
+			}
+		})
 	}
 	mods, err := ParseDeps(strings.NewReader("# comment\n\n  a.ko:   b.ko\tc.ko  \n"))
 	if err != nil || len(mods) != 1 || !slices.Equal(mods[0].Deps, []string{"b.ko", "c.ko"}) {
@@ -327,11 +345,41 @@ func FuzzParseDeps(f *testing.F) {
 	f.Add(dep)
 	f.Add([]byte("a.ko: b.ko\nb.ko: a.ko\n"))
 	f.Add([]byte("a.ko\n: \n"))
+	f.Add([]byte("a.ko: b.ko\nb.ko:\n"))
+	f.Add([]byte("a.ko:b.ko\n\nb.ko.xz:  \n"))
+	f.Add([]byte("x/a-b.ko:\ny/a_b.ko:\n"))
+	f.Add([]byte("kernel/drivers/md/dm-snapshot.ko: kernel/drivers/md/dm-bufio.ko kernel/drivers/md/dm-mod.ko\n" +
+		"kernel/drivers/char/hw_random/virtio-rng.ko.xz: kernel/drivers/virtio/virtio.ko.zst\n"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		mods, err := ParseDeps(strings.NewReader(string(b)))
 		if err != nil {
 			return
 		}
+		// What parses is safe to hand to the loader and the image builder:
+		// paths inside the tree, one line per module and per name.
+		lines := make(map[string]bool)
+		byName := make(map[string]string)
+		for _, m := range mods {
+			if err := CheckPath(m.Path); err != nil {
+				t.Fatalf("accepted module %q: %v", m.Path, err)
+			}
+			if lines[m.Path] {
+				t.Fatalf("accepted %s twice", m.Path)
+			}
+			lines[m.Path] = true
+			if prev, dup := byName[Name(m.Path)]; dup {
+				t.Fatalf("accepted %s and %s, both named %s", prev, m.Path, Name(m.Path))
+			}
+			byName[Name(m.Path)] = m.Path
+			seen := make(map[string]bool)
+			for _, d := range m.Deps {
+				if err := CheckPath(d); err != nil || d == m.Path || seen[d] {
+					t.Fatalf("accepted dependency %q of %s (check: %v, repeated: %v)", d, m.Path, err, seen[d])
+				}
+				seen[d] = true
+			}
+		}
+
 		order, broken := Order(mods, softDeps())
 		pos := make(map[string]int)
 		for i, m := range order {
