@@ -72,7 +72,7 @@ type users struct{ db *store.Store }
 func (u users) Authenticate(ctx context.Context, user, password string) error {
 	err := u.db.Authenticate(ctx, user, password)
 	if errors.Is(err, store.ErrBadCredentials) {
-		return fmt.Errorf("%w", webui.ErrBadCredentials)
+		return webui.ErrBadCredentials
 	}
 	return err
 }

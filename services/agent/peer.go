@@ -44,7 +44,6 @@ func (a *Agent) servePeer(ctx context.Context) (*http.Server, error) {
 		Handler:           mux,
 		TLSConfig:         a.ca.ServerConfig(a.leaf),
 		ReadHeaderTimeout: 5 * time.Second,
-		ErrorLog:          nil,
 	}
 	ln, err := net.Listen("tcp", fmt.Sprintf(":%d", PeerPort))
 	if err != nil {
