@@ -6,6 +6,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"time"
@@ -67,6 +68,7 @@ func mainLoop(ctx context.Context, st *State) {
 				Log:         st.Log,
 				System:      shutdown.Linux{},
 				Services:    st.Services,
+				Files:       []io.Closer{st.Console},
 				Unmount:     []string{dataDir, "/tmp", "/run"},
 				StopTimeout: 15 * time.Second,
 			}

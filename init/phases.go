@@ -14,6 +14,7 @@ import (
 	"github.com/dyad-ha/dyad/init/cmdline"
 	"github.com/dyad-ha/dyad/init/datadisk"
 	"github.com/dyad-ha/dyad/init/kmod"
+	"github.com/dyad-ha/dyad/init/logfile"
 	"github.com/dyad-ha/dyad/init/loopback"
 	"github.com/dyad-ha/dyad/init/mount"
 	"github.com/dyad-ha/dyad/init/phase"
@@ -177,6 +178,7 @@ func dataPhase(ctx context.Context, st *State) error {
 	}
 	res, err := datadisk.Ensure(ctx, st.Log, datadisk.Options{Prefer: st.Params["dyad.datadisk"], Mountpoint: dataDir})
 	if err == nil && res.Mounted {
+		st.Console.persist(&logfile.File{Path: filepath.Join(dataDir, "log", "console.log"), Max: 8 << 20})
 		st.Log.Info("dyad-init: data partition mounted", "partition", res.Partition, "created", res.Created, "dir", dataDir)
 		return nil
 	}

@@ -6,6 +6,7 @@ import (
 	"sync"
 
 	"github.com/dyad-ha/dyad/init/cmdline"
+	"github.com/dyad-ha/dyad/init/logfile"
 	"github.com/dyad-ha/dyad/init/reap"
 	"github.com/dyad-ha/dyad/init/shutdown"
 	"github.com/dyad-ha/dyad/init/supervise"
@@ -46,16 +47,43 @@ func newState(out io.Writer) *State {
 }
 
 // console is the writer for logs and service output. It starts as the
-// inherited stderr and moves to /dev/console once devtmpfs is mounted.
+// inherited stderr and moves to /dev/console once devtmpfs is mounted. Once
+// the data partition is mounted, everything is also kept in a file there, so
+// the reason of the last shutdown or crash survives the reboot.
 type console struct {
-	mu sync.Mutex
-	w  io.Writer
+	mu   sync.Mutex
+	w    io.Writer
+	file *logfile.File
 }
 
 func (c *console) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.file != nil {
+		// The serial console stays the place of record; a failing disk
+		// must not silence it.
+		_, _ = c.file.Write(p)
+	}
 	return c.w.Write(p)
+}
+
+// persist starts copying the console to f.
+func (c *console) persist(f *logfile.File) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.file = f
+}
+
+// Close stops the copy to the data partition so that it can be unmounted.
+func (c *console) Close() error {
+	c.mu.Lock()
+	f := c.file
+	c.file = nil
+	c.mu.Unlock()
+	if f == nil {
+		return nil
+	}
+	return f.Close()
 }
 
 func (c *console) set(w io.Writer) {

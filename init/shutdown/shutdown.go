@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"time"
@@ -60,10 +61,13 @@ type System interface {
 
 // Sequence is an orderly shutdown. Services and Watchdog may be nil.
 type Sequence struct {
-	Log         *slog.Logger
-	System      System
-	Services    interface{ Stop(context.Context) error }
-	Watchdog    interface{ Disarm() error }
+	Log      *slog.Logger
+	System   System
+	Services interface{ Stop(context.Context) error }
+	Watchdog interface{ Disarm() error }
+	// Files are closed after the services stop and before the unmounts:
+	// init's own files on the data partition.
+	Files       []io.Closer
 	Unmount     []string      // targets in the order to unmount them
 	StopTimeout time.Duration // bounds the wait for services
 }
@@ -78,6 +82,11 @@ func (q *Sequence) Run(ctx context.Context, req Request) error {
 			q.Log.Error("dyad-init: services did not stop; going on", "err", err)
 		}
 		cancel()
+	}
+	for _, f := range q.Files {
+		if err := f.Close(); err != nil {
+			q.Log.Warn("dyad-init: closing a log file", "err", err)
+		}
 	}
 	q.System.Sync()
 	for _, t := range q.Unmount {

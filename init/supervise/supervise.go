@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/dyad-ha/dyad/init/logfile"
 	"github.com/dyad-ha/dyad/init/reap"
 	"golang.org/x/sys/unix"
 )
@@ -89,7 +90,7 @@ type service struct {
 	spec   Service
 	ring   *ring
 	fileMu sync.Mutex // output readers of consecutive runs may overlap
-	file   *logFile
+	file   *logfile.File
 	fileOK bool // false after a write error was logged, to log it once
 
 	mu     sync.Mutex
@@ -110,7 +111,7 @@ func New(log *slog.Logger, r *reap.Reaper, cfg Config, svcs ...Service) *Supervi
 		svc := &service{
 			spec:   spec,
 			ring:   newRing(cfg.RingSize),
-			file:   &logFile{path: filepath.Join(cfg.LogDir, spec.Name+".log"), max: cfg.LogFileMax},
+			file:   &logfile.File{Path: filepath.Join(cfg.LogDir, spec.Name+".log"), Max: cfg.LogFileMax},
 			fileOK: true,
 			status: Status{Name: spec.Name},
 		}
@@ -188,10 +189,7 @@ func (s *Supervisor) Stop(ctx context.Context) error {
 // and the console.
 func (s *Supervisor) closeLogs() {
 	for _, svc := range s.order {
-		svc.fileMu.Lock()
-		svc.file.close()
-		svc.file.shut = true
-		svc.fileMu.Unlock()
+		svc.file.Close()
 	}
 }
 
@@ -364,12 +362,12 @@ func (s *Supervisor) copyOutput(svc *service, r *os.File) {
 func (s *Supervisor) emit(svc *service, line []byte) {
 	svc.ring.add(line)
 	svc.fileMu.Lock()
-	if err := svc.file.write(line); err != nil {
+	if _, err := svc.file.Write(line); err != nil {
 		if svc.fileOK {
 			s.log.Warn("dyad-init: cannot write service log file; keeping output in memory only", "service", svc.spec.Name, "err", err)
 		}
 		svc.fileOK = false
-		svc.file.close()
+		svc.file.Reset()
 	} else {
 		svc.fileOK = true
 	}
@@ -389,7 +387,8 @@ func (s *Supervisor) toConsole(b []byte) {
 func (s *Supervisor) reportConfigError(svc *service) {
 	name := svc.spec.Name
 	msg := fmt.Sprintf("dyad-init: %s reported a configuration error; not restarting. Fix the kernel command line or /data/dyad/config.json", name)
-	s.log.Error(msg)
+	// The console is where the operator looks; init's log goes there too,
+	// so the message is written once, with the service's last words.
 	tail := svc.ring.tail(s.cfg.ConfigLines)
 	s.toConsole([]byte(fmt.Sprintf("%s\ndyad-init: last output of %s:\n", msg, name)))
 	for _, l := range bytes.SplitAfter(tail, []byte("\n")) {

@@ -146,6 +146,11 @@ func (pm *PM) PowerOn(ctx context.Context) error {
 		return fmt.Errorf("pm%d: %w; QEMU output: %s", pm.n, err, tail(readFile(pm.qemuLog), 20))
 	}
 	p.qmp = c
+	if pm.proc != nil {
+		// The guest powered itself off (or was pulled by PowerOff): its
+		// QMP connection is dead, but still holds a descriptor.
+		pm.proc.qmp.Close()
+	}
 	pm.proc = p
 	return nil
 }

@@ -192,6 +192,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 	})
 	wg.Wait()
+	a.log.Info("agent stopping", "reason", context.Cause(ctx))
 	a.stepDown(context.Background(), "agent stopping")
 	return nil
 }
