@@ -109,7 +109,8 @@ func (s *Server) routes() (*gin.Engine, error) {
 	e.HandleMethodNotAllowed = true
 	e.RedirectTrailingSlash = false
 	e.RedirectFixedPath = false
-	e.Use(s.logRequests, gin.CustomRecoveryWithWriter(nilWriter{}, s.recovered), securityHeaders)
+	e.Use(s.logRequests, gin.CustomRecoveryWithWriter(nilWriter{}, s.recovered), securityHeaders,
+		refuseCrossOrigin(http.NewCrossOriginProtection()))
 
 	static, err := fs.Sub(assets, "assets/static")
 	if err != nil {
@@ -187,6 +188,24 @@ func securityHeaders(c *gin.Context) {
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("X-Frame-Options", "DENY")
 	h.Set("Referrer-Policy", "no-referrer")
+}
+
+// refuseCrossOrigin answers 403 to a state-changing request another site's
+// page made the browser send. The SameSite session cookie does not cover the
+// login and logout posts: they need no cookie, so a foreign page could log
+// the operator out, or into a session of its choosing. Requests carrying no
+// Sec-Fetch-Site or Origin header (curl, dyadctl) are not browser requests
+// and pass.
+func refuseCrossOrigin(p *http.CrossOriginProtection) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		if err := p.Check(c.Request); err != nil {
+			if isAPI(c.Request) {
+				apiError(c, http.StatusForbidden, "cross-origin request refused: "+err.Error())
+				return
+			}
+			c.AbortWithStatus(http.StatusForbidden)
+		}
+	}
 }
 
 func noStore(c *gin.Context) {

@@ -535,3 +535,47 @@ func TestClassToken(t *testing.T) {
 		}
 	}
 }
+
+// TestCrossOriginPosts checks that another site's page cannot make the
+// browser log the operator in or out: the SameSite cookie does not cover
+// these posts, which need no cookie.
+func TestCrossOriginPosts(t *testing.T) {
+	form := withHeader("Content-Type", "application/x-www-form-urlencoded")
+	creds := url.Values{"user": {"admin"}, "password": {"admin"}}.Encode()
+	tests := []struct {
+		name   string
+		path   string
+		body   string
+		opts   []reqOpt
+		want   int
+		cookie bool // whether the answer may set the session cookie
+	}{
+		{name: "login from another site", path: "/api/v1/login", body: creds, opts: []reqOpt{form, withHeader("Sec-Fetch-Site", "cross-site")}, want: 403},
+		{name: "login from another origin, old browser", path: "/api/v1/login", body: creds, opts: []reqOpt{form, withHeader("Origin", "http://evil.example")}, want: 403},
+		{name: "JSON login as text/plain from another site", path: "/api/v1/login", body: `{"user":"admin","password":"admin"}`, opts: []reqOpt{withHeader("Content-Type", "text/plain"), withHeader("Sec-Fetch-Site", "cross-site")}, want: 403},
+		{name: "logout from another site", path: "/api/v1/logout", opts: []reqOpt{form, withHeader("Sec-Fetch-Site", "same-site")}, want: 403},
+		{name: "login from the console", path: "/api/v1/login", body: creds, opts: []reqOpt{form, withHeader("Sec-Fetch-Site", "same-origin"), withHeader("Origin", "http://example.com")}, want: 303, cookie: true},
+		{name: "logout from the console", path: "/api/v1/logout", opts: []reqOpt{form, withHeader("Sec-Fetch-Site", "same-origin")}, want: 303, cookie: true},
+		{name: "login from a non-browser client", path: "/api/v1/login", body: creds, opts: []reqOpt{form}, want: 303, cookie: true},
+	}
+	h := newTestServer(t, &fakeSource{unit: testUnit()}).Handler()
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			w := do(t, h, "POST", tt.path, tt.body, tt.opts...)
+			if w.Code != tt.want {
+				t.Fatalf("status %d, want %d; body %s", w.Code, tt.want, w.Body)
+			}
+			if w.Code == 403 {
+				errorMessage(t, w)
+			}
+			if got := len(w.Result().Cookies()) > 0; got != tt.cookie {
+				t.Errorf("session cookie touched = %v, want %v", got, tt.cookie)
+			}
+		})
+	}
+	// Reading stays possible from anywhere the session cookie is sent.
+	ck := withCookie(signSession(testKey, "admin", time.Now().Add(time.Hour)))
+	if w := do(t, h, "GET", "/api/v1/unit", "", ck, withHeader("Sec-Fetch-Site", "cross-site")); w.Code != 200 {
+		t.Errorf("GET with Sec-Fetch-Site cross-site: status %d, want 200", w.Code)
+	}
+}

@@ -107,7 +107,7 @@ func parseEntry2(b []byte) (EntryPoint, error) {
 	if !checksumOK(b[:n]) {
 		return EntryPoint{}, fmt.Errorf("%w: 2.x entry point checksum mismatch", ErrMalformed)
 	}
-	ep, err := parseEntryLegacy(b[intermediateStart:n])
+	ep, err := parseIntermediate(b[intermediateStart:n])
 	if err != nil {
 		return EntryPoint{}, fmt.Errorf("2.x intermediate anchor: %w", err)
 	}
@@ -126,6 +126,20 @@ func parseEntry2(b []byte) (EntryPoint, error) {
 	return ep, nil
 }
 
+// parseIntermediate decodes the _DMI_ part of a 2.x entry point. The 2.1
+// firmware that announces 0x1E bytes cuts it before its last byte, the BCD
+// revision: its own checksum then cannot be checked, but the outer checksum
+// covers every field used (the version comes from the outer structure).
+func parseIntermediate(b []byte) (EntryPoint, error) {
+	if len(b) == entryLegacyLen-1 {
+		if !bytes.HasPrefix(b, []byte(anchorLegacy)) {
+			return EntryPoint{}, fmt.Errorf("%w: missing _DMI_ anchor", ErrMalformed)
+		}
+		return legacyFields(b), nil
+	}
+	return parseEntryLegacy(b)
+}
+
 func parseEntryLegacy(b []byte) (EntryPoint, error) {
 	if len(b) < entryLegacyLen {
 		return EntryPoint{}, fmt.Errorf("%w: _DMI_ anchor is %d bytes, need %d", ErrMalformed, len(b), entryLegacyLen)
@@ -136,15 +150,21 @@ func parseEntryLegacy(b []byte) (EntryPoint, error) {
 	if !checksumOK(b[:entryLegacyLen]) {
 		return EntryPoint{}, fmt.Errorf("%w: _DMI_ checksum mismatch", ErrMalformed)
 	}
+	ep := legacyFields(b)
 	bcd := b[14]
+	ep.Major, ep.Minor = bcd>>4, bcd&0x0F
+	return ep, nil
+}
+
+// legacyFields reads the table location of a _DMI_ structure of at least
+// 14 bytes.
+func legacyFields(b []byte) EntryPoint {
 	return EntryPoint{
 		Anchor:         anchorLegacy,
-		Major:          bcd >> 4,
-		Minor:          bcd & 0x0F,
 		TableLength:    uint32(binary.LittleEndian.Uint16(b[6:8])),
 		TableAddress:   uint64(binary.LittleEndian.Uint32(b[8:12])),
 		StructureCount: binary.LittleEndian.Uint16(b[12:14]),
-	}, nil
+	}
 }
 
 func checksumOK(b []byte) bool {

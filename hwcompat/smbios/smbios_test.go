@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"testing"
 )
 
@@ -164,6 +165,13 @@ func TestParseEntryPoint(t *testing.T) {
 	fixChecksum(shortLen[:0x10], 5)
 	longLen := entry2(2, 8, 100, 3)
 	longLen[5] = 0x40
+	// 2.1 firmware that announces 0x1E bytes; Linux exports only those.
+	short21 := entry2(2, 1, 200, 5)[:0x1E]
+	short21[5] = 0x1E
+	fixChecksum(short21, 4)
+	short21NoAnchor := slices.Clone(short21)
+	short21NoAnchor[0x10] = 'X'
+	fixChecksum(short21NoAnchor, 4)
 
 	tests := []struct {
 		name    string
@@ -175,6 +183,8 @@ func TestParseEntryPoint(t *testing.T) {
 		{"2.x", entry2(2, 8, 374, 9), EntryPoint{Anchor: anchor2, Major: 2, Minor: 8, TableLength: 374, TableAddress: 0xF0000, StructureCount: 9}, false},
 		{"2.x written as 2.51 means 2.6", entry2(2, 51, 10, 1), EntryPoint{Anchor: anchor2, Major: 2, Minor: 6, TableLength: 10, TableAddress: 0xF0000, StructureCount: 1}, false},
 		{"2.x written as 2.33 means 2.3", entry2(2, 33, 10, 1), EntryPoint{Anchor: anchor2, Major: 2, Minor: 3, TableLength: 10, TableAddress: 0xF0000, StructureCount: 1}, false},
+		{"2.1 with length 0x1E", short21, EntryPoint{Anchor: anchor2, Major: 2, Minor: 1, TableLength: 200, TableAddress: 0xF0000, StructureCount: 5}, false},
+		{"2.1 with length 0x1E, no intermediate anchor", short21NoAnchor, EntryPoint{}, true},
 		{"legacy DMI 2.0", entryLegacy(0x20, 50, 2), EntryPoint{Anchor: anchorLegacy, Major: 2, Minor: 0, TableLength: 50, TableAddress: 0xF0000, StructureCount: 2}, false},
 		{"empty", nil, EntryPoint{}, true},
 		{"unknown anchor", []byte("_XX_ 0123456789012345678901234567"), EntryPoint{}, true},

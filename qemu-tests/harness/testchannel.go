@@ -77,8 +77,18 @@ func (tc *testChannel) roundTrip(ctx context.Context, req tcRequest) (tcResponse
 		tc.sc = bufio.NewScanner(c)
 		tc.sc.Buffer(make([]byte, 0, 64<<10), maxTestChannelLine)
 	}
-	stop := context.AfterFunc(ctx, func() { tc.conn.SetDeadline(time.Unix(1, 0)) })
-	defer stop()
+	// The callback gets its own copy of the connection: it may run after
+	// call has dropped tc.conn, and it does not hold tc.mu.
+	conn := tc.conn
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
+	defer func() {
+		if !stop() {
+			// ctx ended during the call, so the connection carries (or is
+			// about to carry) a past deadline that would fail the next
+			// call even when this one got its answer.
+			tc.drop()
+		}
+	}()
 
 	tc.nextID++
 	req.ID = tc.nextID

@@ -18,7 +18,7 @@
     return String(s || "").toLowerCase().split(/[^a-z0-9]+/).filter(Boolean).join("-");
   }
 
-  // Same rules as humanUptime in dashboard.go.
+  // Same rules as unit.FormatUptime, which renders the first page.
   function uptime(sec) {
     if (typeof sec !== "number" || !isFinite(sec) || sec < 0) return "-";
     let s = Math.floor(sec);
