@@ -78,10 +78,17 @@ type Agent struct {
 	hbKey []byte
 	start time.Time
 
-	mu       sync.Mutex
-	role     unit.Role
-	epoch    uint64
-	seq      uint64
+	mu    sync.Mutex
+	role  unit.Role
+	epoch uint64
+	seq   uint64
+	// noneSince is when this PM last had no role: the boot wait counts from it.
+	noneSince time.Time
+	// held is the reason of the last decision to keep a role, logged once.
+	held string
+	// deposed: the peer's unit database refused this primary's changes as
+	// older than its own; the election loop steps down.
+	deposed  bool
 	hardware any
 	console  *consoleServer
 	// syncedBoot is the peer boot whose database we last brought in step.
@@ -116,7 +123,13 @@ func New(opt Options) (*Agent, error) {
 		start: time.Now(),
 		role:  unit.RoleNone,
 		epoch: db.Position().Epoch,
+		// The peer takes from one boot of this PM only beats numbered above
+		// the last it took, and init restarts a crashed agent within the
+		// same boot: numbering from the uptime in milliseconds stays above
+		// anything the previous agent sent (one beat per BeatInterval).
+		seq: uint64(opt.Uptime().Milliseconds()),
 	}
+	a.noneSince = a.start
 	a.peerC = &http.Client{
 		Timeout: 10 * time.Second,
 		Transport: &http.Transport{
@@ -213,23 +226,7 @@ func every(ctx context.Context, interval time.Duration, fn func()) {
 
 func (a *Agent) sendBeats(socks map[string]*cluster.PathSocket) {
 	now := time.Now()
-	v := a.mon.View(now)
-	a.mu.Lock()
-	a.seq++
-	b := cluster.Beat{
-		Unit: a.cfg.Unit, Node: a.cfg.Node, BootID: a.opt.BootID, Seq: a.seq,
-		Role: a.role, Epoch: a.epoch, State: unit.PMRunning,
-		Uptime: a.opt.Uptime().Seconds(), Version: a.opt.Version, DBSeq: a.db.Position().Seq,
-		Paths: map[string]bool{},
-	}
-	a.mu.Unlock()
-	if a.cfg.Ibiz0.IsValid() {
-		b.Ibiz0 = a.cfg.Ibiz0.Addr().String()
-	}
-	for _, p := range v.Paths {
-		b.Paths[p.Name] = p.Up
-	}
-	msg, err := cluster.Marshal(a.hbKey, b)
+	msg, err := cluster.Marshal(a.hbKey, a.beat(now))
 	if err != nil {
 		a.log.Error("heartbeat", "err", err)
 		return
@@ -242,21 +239,52 @@ func (a *Agent) sendBeats(socks map[string]*cluster.PathSocket) {
 	}
 }
 
+// beat is this PM's next heartbeat.
+func (a *Agent) beat(now time.Time) cluster.Beat {
+	v := a.mon.View(now)
+	// Read outside a.mu: the store may wait on a snapshot restore.
+	dbSeq := a.db.Position().Seq
+	a.mu.Lock()
+	a.seq++
+	b := cluster.Beat{
+		Unit: a.cfg.Unit, Node: a.cfg.Node, BootID: a.opt.BootID, Seq: a.seq,
+		Role: a.role, Epoch: a.epoch, State: unit.PMRunning,
+		Uptime: a.opt.Uptime().Seconds(), Version: a.opt.Version, DBSeq: dbSeq,
+		Paths: map[string]bool{},
+	}
+	a.mu.Unlock()
+	if a.cfg.Ibiz0.IsValid() {
+		b.Ibiz0 = a.cfg.Ibiz0.Addr().String()
+	}
+	for _, p := range v.Paths {
+		b.Paths[p.Name] = p.Up
+	}
+	return b
+}
+
 // elect applies the election rule and acts on a change of role. It reports
 // whether this PM became primary.
 func (a *Agent) elect(ctx context.Context) bool {
+	if a.stepDownIfDeposed(ctx) {
+		return false
+	}
+	pos := a.db.Position()
 	a.mu.Lock()
-	s := cluster.Situation{Node: a.cfg.Node, Role: a.role, Epoch: a.epoch, Peer: a.mon.View(time.Now())}
+	s := cluster.Situation{Node: a.cfg.Node, Role: a.role, Epoch: a.epoch,
+		DBEpoch: pos.Epoch, DBSeq: pos.Seq, Peer: a.mon.View(time.Now())}
 	if a.role == unit.RoleNone {
-		s.Waited = time.Since(a.start)
+		s.Waited = time.Since(a.noneSince)
 	}
 	a.mu.Unlock()
 	d := cluster.Decide(s)
 	if d.Role == s.Role {
-		if d.Epoch != s.Epoch {
-			a.mu.Lock()
-			a.epoch = d.Epoch
-			a.mu.Unlock()
+		a.mu.Lock()
+		a.epoch = d.Epoch
+		logHeld := d.Reason != a.held
+		a.held = d.Reason
+		a.mu.Unlock()
+		if logHeld && d.Reason != "" {
+			a.log.Warn("keeping role", "role", d.Role, "reason", d.Reason)
 		}
 		return false
 	}
@@ -267,7 +295,10 @@ func (a *Agent) elect(ctx context.Context) bool {
 	default:
 		a.stepDown(ctx, d.Reason)
 		a.mu.Lock()
-		a.role, a.epoch = d.Role, d.Epoch
+		a.role, a.epoch, a.held = d.Role, d.Epoch, ""
+		if d.Role == unit.RoleNone {
+			a.noneSince = time.Now()
+		}
 		a.mu.Unlock()
 	}
 	return false
@@ -281,7 +312,7 @@ func (a *Agent) becomePrimary(ctx context.Context, epoch uint64) bool {
 		return false
 	}
 	a.mu.Lock()
-	a.role, a.epoch = unit.RolePrimary, epoch
+	a.role, a.epoch, a.held = unit.RolePrimary, epoch, ""
 	a.syncedBoot = ""
 	a.mu.Unlock()
 	if err := a.opt.Net.HoldMgmt(ctx, a.cfg.Mgmt); err != nil {
@@ -294,6 +325,27 @@ func (a *Agent) becomePrimary(ctx context.Context, epoch uint64) bool {
 	}
 	a.mu.Lock()
 	a.console = c
+	a.mu.Unlock()
+	return true
+}
+
+// stepDownIfDeposed leaves the primary role for none when the peer's
+// database proved newer, so the cold-start rule (newest database wins)
+// decides again. Without this the deposed primary would go on running the
+// unit, unable to write a change or bring its peer in step.
+func (a *Agent) stepDownIfDeposed(ctx context.Context) bool {
+	a.mu.Lock()
+	deposed := a.deposed && a.role == unit.RolePrimary
+	a.deposed = false
+	a.mu.Unlock()
+	if !deposed {
+		return false
+	}
+	a.log.Warn("role change", "from", unit.RolePrimary, "to", unit.RoleNone, "reason", "the peer's unit database is of a newer epoch")
+	a.stepDown(ctx, "deposed")
+	pos := a.db.Position()
+	a.mu.Lock()
+	a.role, a.epoch, a.held, a.noneSince = unit.RoleNone, pos.Epoch, "", time.Now()
 	a.mu.Unlock()
 	return true
 }

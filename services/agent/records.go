@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -82,7 +83,7 @@ func (a *Agent) reconcile(ctx context.Context) {
 		a.mu.Unlock()
 		if !synced {
 			if err := rep.(*store.HTTPReplicator).Sync(ctx); err != nil {
-				a.log.Warn("bringing the peer's unit database in step", "err", err)
+				a.replicationFailed("bringing the peer's unit database in step", err)
 				return
 			}
 			a.mu.Lock()
@@ -150,7 +151,7 @@ func (a *Agent) reconcile(ctx context.Context) {
 		return nil
 	})
 	if err != nil {
-		a.log.Warn("unit database update", "err", err)
+		a.replicationFailed("unit database update", err)
 		return
 	}
 	if v.Seen {
@@ -159,6 +160,17 @@ func (a *Agent) reconcile(ctx context.Context) {
 		a.mu.Unlock()
 	}
 	if err := a.db.EnsureUser(ctx, rep, "admin", "admin"); err != nil {
-		a.log.Warn("default console user", "err", err)
+		a.replicationFailed("default console user", err)
+	}
+}
+
+// replicationFailed logs a failed change and, when the peer refused it as
+// coming from a deposed primary, has the election loop step down.
+func (a *Agent) replicationFailed(what string, err error) {
+	a.log.Warn(what, "err", err)
+	if errors.Is(err, store.ErrDeposed) {
+		a.mu.Lock()
+		a.deposed = true
+		a.mu.Unlock()
 	}
 }

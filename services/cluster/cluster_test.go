@@ -82,6 +82,48 @@ func TestMonitor(t *testing.T) {
 	}
 }
 
+// Two PMs that promote without hearing each other, from any pair of epochs,
+// never claim the same epoch: the unit database tells histories apart by it.
+func TestPromotionsNeverShareAnEpoch(t *testing.T) {
+	for e1 := range uint64(6) {
+		for e2 := range uint64(6) {
+			a := Decide(Situation{Node: 1, Role: unit.RoleNone, Epoch: e1, DBEpoch: e1, Waited: BootWait})
+			b := Decide(Situation{Node: 2, Role: unit.RoleNone, Epoch: e2, DBEpoch: e2, Waited: BootWait})
+			if a.Role != unit.RolePrimary || b.Role != unit.RolePrimary || a.Epoch <= e1 || b.Epoch <= e2 || a.Epoch == b.Epoch {
+				t.Fatalf("from epochs %d and %d: node 1 %s/%d, node 2 %s/%d", e1, e2, a.Role, a.Epoch, b.Role, b.Epoch)
+			}
+		}
+	}
+}
+
+func TestMonitorIgnoresReplays(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	m := NewMonitor(time.Second, "priv0", "ibiz0")
+	peer := netip.MustParseAddrPort("10.99.0.2:7410")
+	last := Beat{Node: 2, BootID: "a", Seq: 7, Role: unit.RolePrimary}
+	m.Observe("priv0", last, peer, t0)
+	m.Observe("ibiz0", last, peer, t0)
+	// The peer dies; someone on ibiz0 replays its last beat every 500 ms.
+	replayer := netip.MustParseAddrPort("10.99.0.66:7410")
+	for i := 1; i <= 6; i++ {
+		m.Observe("ibiz0", last, replayer, t0.Add(time.Duration(i)*500*time.Millisecond))
+	}
+	now := t0.Add(3 * time.Second)
+	if v := m.View(now); v.Seen || !v.Lost {
+		t.Fatalf("a replayed beat keeps the peer alive: %+v", v)
+	}
+	if to, ok := m.PeerAddr("ibiz0", t0.Add(500*time.Millisecond)); !ok || to != peer {
+		t.Fatalf("a replayed beat redirected ibiz0 to %v (%v)", to, ok)
+	}
+	// The same beat on the other path is not a replay.
+	m2 := NewMonitor(time.Second, "priv0", "ibiz0")
+	m2.Observe("priv0", last, peer, t0)
+	m2.Observe("ibiz0", last, peer, t0)
+	if v := m2.View(t0); !v.Paths[0].Up || !v.Paths[1].Up {
+		t.Fatalf("one beat on two paths: %+v", v)
+	}
+}
+
 func TestDecide(t *testing.T) {
 	seen := func(role unit.Role, epoch uint64, node int) View {
 		return View{Seen: true, EverSeen: true, Peer: Beat{Role: role, Epoch: epoch, Node: node}}
@@ -100,8 +142,14 @@ func TestDecide(t *testing.T) {
 		{"joining a running primary", Situation{Node: 1, Role: unit.RoleNone, Epoch: 2, Peer: seen(unit.RolePrimary, 9, 2)}, unit.RoleSecondary, 9},
 		{"returning PM does not preempt", Situation{Node: 1, Role: unit.RoleNone, Epoch: 20, Peer: seen(unit.RoleSecondary, 9, 2)}, unit.RoleNone, 20},
 		{"secondary follows", Situation{Node: 2, Role: unit.RoleSecondary, Epoch: 3, Peer: seen(unit.RolePrimary, 3, 1)}, unit.RoleSecondary, 3},
-		{"secondary takes over when peer lost", Situation{Node: 2, Role: unit.RoleSecondary, Epoch: 3, Peer: View{Lost: true, EverSeen: true, Peer: Beat{Epoch: 3}}}, unit.RolePrimary, 4},
-		{"secondary takes over when peer rebooted", Situation{Node: 2, Role: unit.RoleSecondary, Epoch: 3, Peer: seen(unit.RoleNone, 3, 1)}, unit.RolePrimary, 4},
+		{"secondary takes over when peer lost", Situation{Node: 2, Role: unit.RoleSecondary, Epoch: 3, DBEpoch: 3, Peer: View{Lost: true, EverSeen: true, Peer: Beat{Epoch: 3}}}, unit.RolePrimary, 4},
+		{"secondary takes over when peer rebooted", Situation{Node: 2, Role: unit.RoleSecondary, Epoch: 3, DBEpoch: 3, Peer: seen(unit.RoleNone, 3, 1)}, unit.RolePrimary, 4},
+		{"secondary without the primary's database does not take over", Situation{Node: 2, Role: unit.RoleSecondary, Epoch: 3, DBEpoch: 1, Peer: View{Lost: true, EverSeen: true, Peer: Beat{Epoch: 3}}}, unit.RoleSecondary, 3},
+		{"secondary without the primary's database meets it again as a peer", Situation{Node: 2, Role: unit.RoleSecondary, Epoch: 3, DBEpoch: 1, Peer: seen(unit.RoleNone, 3, 1)}, unit.RoleNone, 1},
+		{"node 1 promotes to odd epochs", Situation{Node: 1, Role: unit.RoleSecondary, Epoch: 4, DBEpoch: 4, Peer: View{Lost: true, EverSeen: true, Peer: Beat{Epoch: 4}}}, unit.RolePrimary, 5},
+		{"node 2 promotes to even epochs", Situation{Node: 2, Role: unit.RoleNone, Epoch: 4, DBEpoch: 4, Waited: BootWait}, unit.RolePrimary, 6},
+		{"cold start, same epoch: more changes win", Situation{Node: 1, Role: unit.RoleNone, Epoch: 5, DBSeq: 10, Peer: View{Seen: true, EverSeen: true, Peer: Beat{Role: unit.RoleNone, Epoch: 5, Node: 2, DBSeq: 12}}}, unit.RoleNone, 5},
+		{"cold start, same epoch: node 2 with more changes wins", Situation{Node: 2, Role: unit.RoleNone, Epoch: 5, DBSeq: 12, Peer: View{Seen: true, EverSeen: true, Peer: Beat{Role: unit.RoleNone, Epoch: 5, Node: 1, DBSeq: 10}}}, unit.RolePrimary, 6},
 		{"primary keeps running when peer lost", Situation{Node: 1, Role: unit.RolePrimary, Epoch: 3, Peer: View{Lost: true, EverSeen: true}}, unit.RolePrimary, 3},
 		{"two primaries: newer epoch wins", Situation{Node: 1, Role: unit.RolePrimary, Epoch: 3, Peer: seen(unit.RolePrimary, 4, 2)}, unit.RoleSecondary, 4},
 		{"two primaries: older epoch loses", Situation{Node: 2, Role: unit.RolePrimary, Epoch: 4, Peer: seen(unit.RolePrimary, 3, 1)}, unit.RolePrimary, 4},

@@ -11,7 +11,11 @@ type Situation struct {
 	Node  int
 	Role  unit.Role
 	Epoch uint64
-	// Waited is how long this PM has been up without deciding a role.
+	// DBEpoch and DBSeq are the position of this PM's unit database. On a
+	// secondary DBEpoch is below Epoch until the primary's copy arrives.
+	DBEpoch, DBSeq uint64
+	// Waited is how long this PM has been without a role (since boot, or
+	// since it gave one up).
 	Waited time.Duration
 	Peer   View
 }
@@ -32,22 +36,33 @@ const BootWait = 15 * time.Second
 // returning PM; epochs, bumped at every promotion, decide between two PMs
 // that both believe they are primary (after a partition), the newer wins.
 //
-// Loss of the peer on every path promotes the secondary. The quorum lease
-// and proof of death of DESIGN.md §6 refine this rule in a later step.
+// Loss of the peer on every path promotes the secondary, if its unit
+// database holds the primary's: a secondary that never received it would run
+// the unit on an old copy and, once the old primary returns, push that copy
+// over the newer one. The quorum lease and proof of death of DESIGN.md §6
+// refine this rule in a later step.
 func Decide(s Situation) Decision {
 	stay := Decision{Role: s.Role, Epoch: s.Epoch}
 	p := s.Peer
-	next := max(s.Epoch, p.Peer.Epoch) + 1
+	next := nextEpoch(s.Node, s.Epoch, p.Peer.Epoch)
+	// behind: a secondary whose database lacks its primary's history.
+	behind := s.Role == unit.RoleSecondary && s.DBEpoch < p.Peer.Epoch
 	if !p.Seen {
 		switch {
 		case s.Role == unit.RoleNone && s.Waited >= BootWait:
 			return Decision{unit.RolePrimary, next, "no peer heard since boot"}
+		case s.Role == unit.RoleSecondary && p.Lost && behind:
+			stay.Reason = "peer lost on every heartbeat path, but this PM never received its unit database: not taking over"
+			return stay
 		case s.Role == unit.RoleSecondary && p.Lost:
 			return Decision{unit.RolePrimary, next, "peer lost on every heartbeat path"}
 		}
 		return stay
 	}
-	peerWins := p.Peer.Epoch > s.Epoch || (p.Peer.Epoch == s.Epoch && p.Peer.Node < s.Node)
+	// Within one epoch there is one history (one primary wrote it), so the
+	// database with more changes of it is the newer.
+	peerWins := p.Peer.Epoch > s.Epoch || p.Peer.Epoch == s.Epoch &&
+		(p.Peer.DBSeq > s.DBSeq || p.Peer.DBSeq == s.DBSeq && p.Peer.Node < s.Node)
 	switch s.Role {
 	case unit.RoleNone:
 		switch p.Peer.Role {
@@ -59,6 +74,10 @@ func Decide(s Situation) Decision {
 			}
 		}
 	case unit.RoleSecondary:
+		if p.Peer.Role != unit.RolePrimary && behind {
+			// Back to the cold-start rule, which elects the newer database.
+			return Decision{unit.RoleNone, s.DBEpoch, "peer is no longer primary and this PM's unit database is behind it"}
+		}
 		if p.Peer.Role != unit.RolePrimary {
 			return Decision{unit.RolePrimary, next, "peer is no longer primary"}
 		}
@@ -69,4 +88,18 @@ func Decide(s Situation) Decision {
 		}
 	}
 	return stay
+}
+
+// nextEpoch is the first epoch above both PMs' that belongs to node: node 1
+// promotes to odd epochs, node 2 to even ones. Two PMs that promote without
+// hearing each other (a partition, each booting alone) so never claim the
+// same epoch, and one epoch names one primary's history: the store takes a
+// snapshot of its own epoch as the same history, and the election above
+// compares positions within an epoch.
+func nextEpoch(node int, own, peer uint64) uint64 {
+	e := max(own, peer) + 1
+	if e%2 != uint64(node%2) {
+		e++
+	}
+	return e
 }

@@ -24,6 +24,9 @@ type Monitor struct {
 type pathState struct {
 	lastSeen time.Time
 	from     netip.AddrPort
+	// boot and seq of the last beat taken on this path.
+	boot string
+	seq  uint64
 }
 
 // NewMonitor watches the named paths. A path is down when no valid beat came
@@ -38,7 +41,9 @@ func NewMonitor(deadAfter time.Duration, paths ...string) *Monitor {
 
 // Observe records a valid beat from the peer received on path from addr.
 // Beats older than the newest seen from the same boot are ignored, so a
-// replayed or reordered datagram cannot move the view backwards.
+// replayed or reordered datagram cannot move the view backwards, and a path
+// takes each beat once: replaying a captured beat cannot keep the path of a
+// dead peer up (nor redirect our beats to the replayer's address).
 func (m *Monitor) Observe(path string, b Beat, from netip.AddrPort, now time.Time) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -46,10 +51,13 @@ func (m *Monitor) Observe(path string, b Beat, from netip.AddrPort, now time.Tim
 	if !ok {
 		return
 	}
+	if !ps.lastSeen.IsZero() && b.BootID == ps.boot && b.Seq <= ps.seq {
+		return
+	}
 	if m.everSeen && b.BootID == m.last.BootID && b.Seq < m.last.Seq {
 		return
 	}
-	ps.lastSeen, ps.from = now, from
+	ps.lastSeen, ps.from, ps.boot, ps.seq = now, from, b.BootID, b.Seq
 	if !m.everSeen || b.BootID != m.last.BootID || b.Seq >= m.last.Seq {
 		m.last, m.lastAt = b, now
 	}
