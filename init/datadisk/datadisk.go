@@ -11,8 +11,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -128,8 +130,7 @@ func ensure(ctx context.Context, log *slog.Logger, opt Options, sys system) (Res
 		return Result{Disk: target.name, Reason: fmt.Sprintf("disk %s is too small (%d MiB, need at least %d MiB): not using it",
 			target.name, target.size>>20, minDiskBytes>>20)}, nil
 	}
-	dev := filepath.Join(opt.Dev, target.name)
-	what, err := holdsData(dev, target.size)
+	what, err := holdsData(opt, *target)
 	if err != nil {
 		return Result{Disk: target.name, Reason: err.Error()}, err
 	}
@@ -212,8 +213,27 @@ func dataPartition(opt Options, d disk) (gpt.Partition, bool, error) {
 	return p, ok, nil
 }
 
-// holdsData describes what makes the disk at dev not blank, or returns "".
-func holdsData(dev string, size int64) (string, error) {
+// holdsData describes what makes disk d not blank, or returns "". The
+// kernel's view comes first: partitions it lists or a device built on the
+// disk mean data in a form the checks of the disk's bytes below may not know.
+func holdsData(opt Options, d disk) (string, error) {
+	parts, err := kernelPartitions(opt, d.name)
+	if err != nil {
+		return "", fmt.Errorf("inspect disk: %w", err)
+	}
+	if len(parts) > 0 {
+		names := slices.Sorted(maps.Values(parts))
+		return fmt.Sprintf("the kernel lists partitions %s", strings.Join(names, " ")), nil
+	}
+	holders, err := os.ReadDir(filepath.Join(opt.SysBlock, d.name, "holders"))
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("inspect disk: %w", err)
+	}
+	if len(holders) > 0 {
+		return fmt.Sprintf("in use by %s", holders[0].Name()), nil
+	}
+
+	dev, size := filepath.Join(opt.Dev, d.name), d.size
 	f, err := os.Open(dev)
 	if err != nil {
 		return "", fmt.Errorf("inspect disk: %w", err)
@@ -358,14 +378,22 @@ func reread(ctx context.Context, opt Options, sys system, name string, n int) (s
 // nvme0n1p1, loop0p1) in sysfs rather than guessing the naming rule, or ""
 // when the kernel does not know the partition.
 func partitionName(opt Options, name string, n int) (string, error) {
+	parts, err := kernelPartitions(opt, name)
+	return parts[n], err
+}
+
+// kernelPartitions returns the names of the partitions of disk name the
+// kernel knows, by partition number.
+func kernelPartitions(opt Options, name string) (map[int]string, error) {
 	entries, err := os.ReadDir(filepath.Join(opt.SysBlock, name))
 	if err != nil {
-		return "", fmt.Errorf("list partitions of %s: %w", name, err)
+		return nil, fmt.Errorf("list partitions of %s: %w", name, err)
 	}
+	parts := make(map[int]string)
 	for _, e := range entries {
-		if readSysInt(opt, name, e.Name(), "partition") == int64(n) {
-			return e.Name(), nil
+		if n := readSysInt(opt, name, e.Name(), "partition"); n > 0 {
+			parts[int(n)] = e.Name()
 		}
 	}
-	return "", nil
+	return parts, nil
 }

@@ -95,6 +95,10 @@ type fakeDisk struct {
 	removable bool
 	fill      func(f *os.File, size int64) // default: blank
 	known     bool                         // the kernel already lists its partitions
+	// kernelParts are partition numbers the kernel lists whatever is on
+	// the disk, holders the devices built on it (dm-0, md0).
+	kernelParts []int
+	holders     []string
 }
 
 func gptWith(names ...string) func(*os.File, int64) {
@@ -162,6 +166,14 @@ func setup(t *testing.T, disks []fakeDisk) Options {
 			d.fill(f, size)
 		}
 		f.Close()
+		for _, n := range d.kernelParts {
+			publishPartition(opt, d.name, n)
+		}
+		for _, h := range d.holders {
+			if err := os.MkdirAll(filepath.Join(dir, "holders", h), 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
 		if d.known {
 			tab, err := readGPT(opt, d.name)
 			if err == nil {
@@ -326,6 +338,16 @@ func TestEnsure(t *testing.T) {
 			}}},
 			want: Result{Disk: "vda", Reason: notTouching("vda",
 				"damaged GPT: primary GPT: header at LBA 1: CRC32 …")},
+		},
+		{
+			name:  "blank bytes but the kernel lists partitions",
+			disks: []fakeDisk{{name: "vda", mib: 64, kernelParts: []int{2, 1}}},
+			want:  Result{Disk: "vda", Reason: notTouching("vda", "the kernel lists partitions vda1 vda2")},
+		},
+		{
+			name:  "blank bytes but a device is built on the disk",
+			disks: []fakeDisk{{name: "vda", mib: 64, holders: []string{"dm-0"}}},
+			want:  Result{Disk: "vda", Reason: notTouching("vda", "in use by dm-0")},
 		},
 		{
 			name:  "too small",

@@ -64,7 +64,10 @@ type Sequence struct {
 	Log      *slog.Logger
 	System   System
 	Services interface{ Stop(context.Context) error }
-	Watchdog interface{ Disarm() error }
+	Watchdog interface {
+		Feed() error
+		Disarm() error
+	}
 	// Files are closed after the services stop and before the unmounts:
 	// init's own files on the data partition.
 	Files       []io.Closer
@@ -74,9 +77,15 @@ type Sequence struct {
 
 // Run performs the shutdown. It returns only if reboot(2) failed; each step
 // before it is best effort so a stuck service cannot keep the PM up.
+//
+// The watchdog is fed before every step that can block (stopping services
+// takes up to StopTimeout, sync and unmount wait for the disk): a slow but
+// moving shutdown must not be cut short by a reset, while a step hung for a
+// whole watchdog timeout still resets the PM.
 func (q *Sequence) Run(ctx context.Context, req Request) error {
 	q.Log.Warn(fmt.Sprintf("dyad-init: shutdown (%s): %s", req.Reason, req.Action))
 	if q.Services != nil {
+		q.feed()
 		sctx, cancel := context.WithTimeout(ctx, q.StopTimeout)
 		if err := q.Services.Stop(sctx); err != nil {
 			q.Log.Error("dyad-init: services did not stop; going on", "err", err)
@@ -88,10 +97,13 @@ func (q *Sequence) Run(ctx context.Context, req Request) error {
 			q.Log.Warn("dyad-init: closing a log file", "err", err)
 		}
 	}
+	q.feed()
 	q.System.Sync()
 	for _, t := range q.Unmount {
+		q.feed()
 		q.unmount(t)
 	}
+	q.feed()
 	q.System.Sync()
 	if q.Watchdog != nil {
 		if err := q.Watchdog.Disarm(); err != nil {
@@ -107,6 +119,15 @@ func (q *Sequence) Run(ctx context.Context, req Request) error {
 		return fmt.Errorf("%s: %w", req.Action, err)
 	}
 	return nil
+}
+
+func (q *Sequence) feed() {
+	if q.Watchdog == nil {
+		return
+	}
+	if err := q.Watchdog.Feed(); err != nil {
+		q.Log.Error("dyad-init: watchdog", "err", err)
+	}
 }
 
 func (q *Sequence) unmount(target string) {

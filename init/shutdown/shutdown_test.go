@@ -40,6 +40,7 @@ type recorder struct {
 	notMnt    map[string]bool
 	rebootErr error
 	stopErr   error
+	fedAt     []int // len(calls) at each watchdog feed
 }
 
 func (r *recorder) Sync() { r.calls = append(r.calls, "sync") }
@@ -72,6 +73,11 @@ func (r *recorder) Stop(ctx context.Context) error {
 	return r.stopErr
 }
 
+func (r *recorder) Feed() error {
+	r.fedAt = append(r.fedAt, len(r.calls))
+	return nil
+}
+
 func (r *recorder) Disarm() error {
 	r.calls = append(r.calls, "disarm")
 	return nil
@@ -84,6 +90,7 @@ func TestSequence(t *testing.T) {
 		rec       *recorder
 		noWD      bool
 		wantCalls []string
+		wantFed   []int // indexes in wantCalls of the steps the watchdog is fed before
 		wantErr   bool
 	}{
 		{
@@ -92,6 +99,7 @@ func TestSequence(t *testing.T) {
 			rec:  &recorder{},
 			wantCalls: []string{"stop services", "sync", "umount /data", "umount /tmp", "sync", "disarm",
 				fmt.Sprintf("reboot %#x", unix.LINUX_REBOOT_CMD_POWER_OFF)},
+			wantFed: []int{0, 1, 2, 3, 4},
 		},
 		{
 			name: "reboot with busy data and a failing service stop",
@@ -108,6 +116,7 @@ func TestSequence(t *testing.T) {
 			wantErr: true,
 			wantCalls: []string{"stop services", "sync", "umount /data", "umount /tmp", "sync", "disarm",
 				fmt.Sprintf("reboot %#x", unix.LINUX_REBOOT_CMD_POWER_OFF)},
+			wantFed: []int{0, 1, 2, 3, 4},
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -125,6 +134,9 @@ func TestSequence(t *testing.T) {
 			err := q.Run(context.Background(), tc.req)
 			if (err != nil) != tc.wantErr {
 				t.Errorf("err = %v, wantErr %v", err, tc.wantErr)
+			}
+			if !slices.Equal(tc.rec.fedAt, tc.wantFed) {
+				t.Errorf("watchdog fed before calls %v, want %v (calls %q)", tc.rec.fedAt, tc.wantFed, tc.rec.calls)
 			}
 			if !slices.Equal(tc.rec.calls, tc.wantCalls) {
 				t.Errorf("calls:\n got %q\nwant %q", tc.rec.calls, tc.wantCalls)

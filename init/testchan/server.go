@@ -171,12 +171,12 @@ type Port struct {
 	SysPorts string        // /sys/class/virtio-ports
 	Dev      string        // /dev
 	Name     string        // dyad.test
-	Interval time.Duration // between looks for the port and between reconnects
+	Interval time.Duration // between looks for the port, and for a host while none is connected
 }
 
-// ServePort waits for the port to appear (virtio_console may load late),
-// serves it, and opens it again whenever the host side goes away, until ctx
-// is done.
+// ServePort waits for the port to appear (virtio_console may load late)
+// and serves it, waiting for the host side whenever it is not connected,
+// until ctx is done. The port is opened again only after it failed.
 func (s *Server) ServePort(ctx context.Context, p Port) {
 	warned, found := false, false
 	for ctx.Err() == nil {
@@ -186,7 +186,7 @@ func (s *Server) ServePort(ctx context.Context, p Port) {
 				s.Log.Info("dyad-init: test channel enabled", "port", path)
 				found = true
 			}
-			err = s.serveDevice(ctx, path)
+			err = s.serveDevice(ctx, path, p.Interval)
 		}
 		if err != nil && !warned {
 			s.Log.Warn("dyad-init: test channel not available yet; retrying", "err", err)
@@ -201,7 +201,7 @@ func (s *Server) ServePort(ctx context.Context, p Port) {
 	}
 }
 
-func (s *Server) serveDevice(ctx context.Context, path string) error {
+func (s *Server) serveDevice(ctx context.Context, path string, interval time.Duration) error {
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
 		return fmt.Errorf("open test channel: %w", err)
@@ -210,10 +210,35 @@ func (s *Server) serveDevice(ctx context.Context, path string) error {
 	stop := context.AfterFunc(ctx, func() { f.Close() })
 	defer stop()
 	s.Log.Debug("dyad-init: test channel open", "port", path)
-	err = s.Serve(ctx, f)
-	if errors.Is(err, io.EOF) {
-		// The host end is not connected; reopen and wait for it.
-		return nil
+	return s.Serve(ctx, struct {
+		io.Reader
+		io.Writer
+	}{hostWait{ctx: ctx, f: f, interval: interval}, f})
+}
+
+// hostWait reads a virtio-serial port across the host's absences. While no
+// host is connected a read returns EOF; closing and reopening the port then
+// would make the kernel discard whatever a reconnecting host sends before
+// the reopen, and would leave the answers of requests in flight with
+// nowhere to go. So the port stays open and the read is retried.
+type hostWait struct {
+	ctx      context.Context
+	f        io.Reader
+	interval time.Duration
+}
+
+func (h hostWait) Read(p []byte) (int, error) {
+	for {
+		n, err := h.f.Read(p)
+		if n > 0 || !errors.Is(err, io.EOF) {
+			return n, err
+		}
+		t := time.NewTimer(h.interval)
+		select {
+		case <-h.ctx.Done():
+			t.Stop()
+			return 0, h.ctx.Err()
+		case <-t.C:
+		}
 	}
-	return err
 }

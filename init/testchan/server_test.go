@@ -348,3 +348,66 @@ func TestServePortFindsLatePort(t *testing.T) {
 		t.Fatal("ServePort did not return after cancel")
 	}
 }
+
+// While the host end is away a virtio-serial read returns EOF, as a regular
+// file does at its end. The port must stay open across that: reopening it
+// loses (on the real device) or repeats (here) requests, and strands the
+// answers of requests in flight.
+func TestServePortWaitsForHostOnEOF(t *testing.T) {
+	sys, dev := t.TempDir(), t.TempDir()
+	port := filepath.Join(dev, "vport0p1")
+	if err := os.MkdirAll(filepath.Join(sys, "vport0p1"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(sys, "vport0p1", "name"), []byte("dyad.test\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	first := `{"id":1,"op":"ping"}` + "\n"
+	if err := os.WriteFile(port, []byte(first), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s := &Server{Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Reaper: reap.New()}
+	done := make(chan struct{})
+	go func() {
+		s.ServePort(ctx, Port{SysPorts: sys, Dev: dev, Name: "dyad.test", Interval: 5 * time.Millisecond})
+		close(done)
+	}()
+	// waitFor polls the port file until it holds want; nothing may follow.
+	waitFor := func(want string) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			b, err := os.ReadFile(port)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(b) == want {
+				return
+			}
+			if len(b) > len(want) || time.Now().After(deadline) {
+				t.Fatalf("port holds %q, want %q", b, want)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	waitFor(first + `{"id":1}` + "\n")
+
+	f, err := os.OpenFile(port, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	second := `{"id":2,"op":"ping"}` + "\n"
+	if _, err := f.WriteString(second); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	waitFor(first + `{"id":1}` + "\n" + second + `{"id":2}` + "\n")
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("ServePort did not return after cancel")
+	}
+}
