@@ -4,12 +4,16 @@
 package shutdown
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -57,6 +61,10 @@ type System interface {
 	Sync()
 	Unmount(target string, flags int) error
 	Reboot(cmd int) error
+	// Processes counts the live user processes other than init.
+	Processes() (int, error)
+	// SignalAll sends sig to every process but init (kill(-1, sig)).
+	SignalAll(sig unix.Signal) error
 }
 
 // Sequence is an orderly shutdown. Services and Watchdog may be nil.
@@ -73,6 +81,10 @@ type Sequence struct {
 	Files       []io.Closer
 	Unmount     []string      // targets in the order to unmount them
 	StopTimeout time.Duration // bounds the wait for services
+	// StragglerWait bounds the wait for processes other than the services
+	// (orphans, test channel commands) to end after SIGTERM, and again
+	// after SIGKILL; 3 s when zero.
+	StragglerWait time.Duration
 }
 
 // Run performs the shutdown. It returns only if reboot(2) failed; each step
@@ -92,6 +104,7 @@ func (q *Sequence) Run(ctx context.Context, req Request) error {
 		}
 		cancel()
 	}
+	q.endStragglers()
 	for _, f := range q.Files {
 		if err := f.Close(); err != nil {
 			q.Log.Warn("dyad-init: closing a log file", "err", err)
@@ -150,6 +163,38 @@ func (q *Sequence) unmount(target string) {
 	}
 }
 
+// endStragglers ends the processes the services left behind: they would
+// keep files open on the data partition, which then cannot be unmounted
+// cleanly.
+func (q *Sequence) endStragglers() {
+	wait := q.StragglerWait
+	if wait == 0 {
+		wait = 3 * time.Second
+	}
+	for _, sig := range []unix.Signal{unix.SIGTERM, unix.SIGKILL} {
+		n, err := q.System.Processes()
+		if err != nil {
+			q.Log.Warn("dyad-init: cannot list processes", "err", err)
+			return
+		}
+		if n == 0 {
+			return
+		}
+		q.feed()
+		q.Log.Warn("dyad-init: ending leftover processes", "count", n, "signal", unix.SignalName(sig))
+		if err := q.System.SignalAll(sig); err != nil {
+			q.Log.Warn("dyad-init: signalling leftover processes", "err", err)
+		}
+		deadline := time.Now().Add(wait)
+		for time.Now().Before(deadline) {
+			if n, err := q.System.Processes(); err != nil || n == 0 {
+				break
+			}
+			time.Sleep(50 * time.Millisecond) // polling /proc, bounded by the deadline
+		}
+	}
+}
+
 // Linux is the real System.
 type Linux struct{}
 
@@ -162,6 +207,59 @@ func (Linux) Unmount(target string, flags int) error {
 		return fmt.Errorf("unmount %s: %w", target, err)
 	}
 	return nil
+}
+
+// Processes counts the processes in /proc other than init, kernel threads
+// and zombies.
+func (Linux) Processes() (int, error) {
+	return countProcesses("/proc")
+}
+
+func countProcesses(proc string) (int, error) {
+	ents, err := os.ReadDir(proc)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == 1 {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(proc, e.Name(), "stat"))
+		if err != nil {
+			continue // gone meanwhile
+		}
+		if userProcess(b) {
+			n++
+		}
+	}
+	return n, nil
+}
+
+// pfKthread is PF_KTHREAD of the per-process flags in /proc/PID/stat.
+const pfKthread = 0x00200000
+
+// userProcess reports whether a /proc/PID/stat line is a live user process.
+// The command name may hold spaces and parentheses, so fields are counted
+// after the last ')'.
+func userProcess(stat []byte) bool {
+	i := bytes.LastIndexByte(stat, ')')
+	if i < 0 {
+		return false
+	}
+	f := strings.Fields(string(stat[i+1:]))
+	// state ppid pgrp session tty_nr tpgid flags ...
+	if len(f) < 7 || f[0] == "Z" || f[0] == "X" {
+		return false
+	}
+	flags, err := strconv.ParseUint(f[6], 10, 64)
+	return err == nil && flags&pfKthread == 0
+}
+
+// SignalAll calls kill(-1, sig).
+func (Linux) SignalAll(sig unix.Signal) error {
+	return unix.Kill(-1, sig)
 }
 
 // Reboot calls reboot(2).

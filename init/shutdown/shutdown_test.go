@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -41,6 +42,20 @@ type recorder struct {
 	rebootErr error
 	stopErr   error
 	fedAt     []int // len(calls) at each watchdog feed
+	// stragglers live after the services stop; they ignore SIGTERM when
+	// stubborn.
+	stragglers int
+	stubborn   bool
+}
+
+func (r *recorder) Processes() (int, error) { return r.stragglers, nil }
+
+func (r *recorder) SignalAll(sig unix.Signal) error {
+	r.calls = append(r.calls, "signal "+unix.SignalName(sig))
+	if sig == unix.SIGKILL || !r.stubborn {
+		r.stragglers = 0
+	}
+	return nil
 }
 
 func (r *recorder) Sync() { r.calls = append(r.calls, "sync") }
@@ -83,6 +98,35 @@ func (r *recorder) Disarm() error {
 	return nil
 }
 
+func TestUserProcess(t *testing.T) {
+	for _, tc := range []struct {
+		stat string
+		want bool
+	}{
+		{"1234 (sleep) S 1 1234 1234 0 -1 4194304 100 0 0 0", true},
+		{"5 (my (odd) name) R 1 5 5 0 -1 4194560 1 0", true},
+		{"2 (kthreadd) S 0 0 0 0 -1 2129984 0 0", false}, // PF_KTHREAD
+		{"77 (defunct) Z 1 77 77 0 -1 4227084 0 0", false},
+		{"garbage", false},
+		{"9 (short) S 1", false},
+	} {
+		if got := userProcess([]byte(tc.stat)); got != tc.want {
+			t.Errorf("userProcess(%q) = %v, want %v", tc.stat, got, tc.want)
+		}
+	}
+}
+
+func TestLinuxProcessesCountsThisTest(t *testing.T) {
+	n, err := Linux{}.Processes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// At least the test binary itself (it is not PID 1).
+	if n < 1 {
+		t.Fatalf("Processes() = %d on a host running this test", n)
+	}
+}
+
 func TestSequence(t *testing.T) {
 	for _, tc := range []struct {
 		name      string
@@ -110,6 +154,14 @@ func TestSequence(t *testing.T) {
 				fmt.Sprintf("reboot %#x", unix.LINUX_REBOOT_CMD_RESTART)},
 		},
 		{
+			name: "leftover processes that ignore SIGTERM",
+			req:  Request{PowerOff, "power button"},
+			rec:  &recorder{stragglers: 2, stubborn: true},
+			wantCalls: []string{"stop services", "signal SIGTERM", "signal SIGKILL", "sync", "umount /data", "umount /tmp", "sync", "disarm",
+				fmt.Sprintf("reboot %#x", unix.LINUX_REBOOT_CMD_POWER_OFF)},
+			wantFed: []int{0, 1, 2, 3, 4, 5, 6},
+		},
+		{
 			name:    "reboot fails",
 			req:     Request{PowerOff, "SIGTERM"},
 			rec:     &recorder{rebootErr: unix.EPERM},
@@ -127,6 +179,8 @@ func TestSequence(t *testing.T) {
 				Services:    tc.rec,
 				Unmount:     []string{"/data", "/tmp"},
 				StopTimeout: 1e9,
+				// Stubborn stragglers make the sequence wait this long.
+				StragglerWait: 20 * time.Millisecond,
 			}
 			if !tc.noWD {
 				q.Watchdog = tc.rec
