@@ -154,12 +154,12 @@ func TestPortsDeviceLinks(t *testing.T) {
 		t.Fatalf("Ports =\n%+v\nwant\n%+v", got, want)
 	}
 
-	roles, err := AssignRoles(ports, nil)
+	plan, err := Plan(ports, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if roles[RolePriv].Name != "eth1" || roles[RoleIBiz].Name != "eth2" || roles["biz1"].Name != "eth0" || roles["biz2"].Name != "eth3" {
-		t.Fatalf("roles from PCI order = %v", roles)
+	if n := plan.Names(); n["eth1"] != RolePriv || n["eth2"] != RoleIBiz || n["eth0"] != "biz1" || n["eth3"] != "biz2" {
+		t.Fatalf("roles from PCI order = %v", n)
 	}
 }
 

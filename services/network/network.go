@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime"
+	"sync"
 
 	"github.com/jsimonetti/rtnetlink/v2"
 	"github.com/mdlayher/netlink"
@@ -35,7 +36,14 @@ type Options struct {
 	// device behind them. Only tests that build "hardware" out of veth
 	// pairs want this.
 	IncludeVirtual bool
-	Log            *slog.Logger
+	// StatePath is where Reconcile records the links, addresses and
+	// routes it created, so it removes only those; default
+	// /run/dyad/network-state.json.
+	StatePath string
+	// ResolvConf is the resolver configuration Reconcile writes; default
+	// /etc/resolv.conf.
+	ResolvConf string
+	Log        *slog.Logger
 }
 
 // Manager changes links and addresses in one network namespace.
@@ -45,7 +53,13 @@ type Manager struct {
 	netns          int
 	sysClassNet    string
 	includeVirtual bool
+	statePath      string
+	resolvConf     string
 	log            *slog.Logger
+
+	// reconcileMu serialises Reconcile: two runs interleaving would each
+	// see the other's half-made changes as state to correct.
+	reconcileMu sync.Mutex
 }
 
 // New opens a route netlink connection in the namespace of opts.NetNS.
@@ -62,6 +76,8 @@ func New(ctx context.Context, opts Options) (*Manager, error) {
 		netns:          opts.NetNS,
 		sysClassNet:    cmp.Or(opts.SysClassNet, "/sys/class/net"),
 		includeVirtual: opts.IncludeVirtual,
+		statePath:      cmp.Or(opts.StatePath, "/run/dyad/network-state.json"),
+		resolvConf:     cmp.Or(opts.ResolvConf, "/etc/resolv.conf"),
 		log:            cmp.Or(opts.Log, slog.Default()),
 	}, nil
 }

@@ -3,84 +3,180 @@ package network
 import (
 	"fmt"
 	"net"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 )
 
 // Role names. The first port (onboard, lowest bus address) is the private
-// PM-to-PM link, the second carries management; the others are business
-// networks numbered from 1.
+// PM-to-PM link, the second carries management; sync links are only what the
+// configuration names; every other port is a business port, numbered from 1.
 const (
 	RolePriv = "priv0"
 	RoleIBiz = "ibiz0"
 )
 
-// Roles returns the role names for n ports in assignment order:
-// priv0, ibiz0, biz1 ... biz(n-2).
-func Roles(n int) []string {
-	roles := []string{RolePriv, RoleIBiz}
-	for i := 1; i <= n-2; i++ {
-		roles = append(roles, "biz"+strconv.Itoa(i))
-	}
-	return roles[:min(n, len(roles))]
+var syncRole = regexp.MustCompile(`^sync[0-9]$`)
+
+// PortPlan is the role of every Ethernet port of a PM.
+type PortPlan struct {
+	Priv0 Port
+	// Sync are the sync links, sync0 first.
+	Sync []Port
+	// Ibiz0 is the management port, or the members of the ibiz0 bond.
+	Ibiz0 []Port
+	// Business are the other ports, biz1 first.
+	Business []Port
 }
 
-// AssignRoles gives each port a role name. ports must be in discovery
-// order (as Ports returns them). overrides maps a role to the port name or
-// MAC address that must take it; the other roles go to the remaining ports
-// in order.
-func AssignRoles(ports []Port, overrides map[string]string) (map[string]Port, error) {
-	if len(ports) < 2 {
-		return nil, fmt.Errorf("found %d Ethernet port(s) (%s); a PM needs at least 2: %s (to the other PM) and %s (management)",
-			len(ports), portList(ports), RolePriv, RoleIBiz)
+// Bonded reports whether ibiz0 is a bond.
+func (p PortPlan) Bonded() bool { return len(p.Ibiz0) > 1 }
+
+// Names maps each port's current name to the name of its role: priv0,
+// syncN, ibiz0 (or ibiz0pK for the members of the ibiz0 bond), bizN.
+func (p PortPlan) Names() map[string]string {
+	m := map[string]string{p.Priv0.Name: RolePriv}
+	for i, s := range p.Sync {
+		m[s.Name] = "sync" + strconv.Itoa(i)
 	}
+	for i, s := range p.Ibiz0 {
+		if p.Bonded() {
+			m[s.Name] = RoleIBiz + "p" + strconv.Itoa(i)
+		} else {
+			m[s.Name] = RoleIBiz
+		}
+	}
+	for i, s := range p.Business {
+		m[s.Name] = "biz" + strconv.Itoa(i+1)
+	}
+	return m
+}
+
+// Plan gives each port its role. ports must be in discovery order (as Ports
+// returns them). overrides maps a role (priv0, ibiz0, syncN) to the ports,
+// by name or MAC address, that take it; priv0 and ibiz0 default to the first
+// free ports in order. A port already named for its role (the agent renamed
+// it before a restart) is found by that name.
+func Plan(ports []Port, overrides map[string][]string) (PortPlan, error) {
 	seen := make(map[string]bool, len(ports))
 	for _, p := range ports {
 		if seen[p.Name] {
-			return nil, fmt.Errorf("port %s listed twice", p.Name)
+			return PortPlan{}, fmt.Errorf("port %s listed twice", p.Name)
 		}
 		seen[p.Name] = true
 	}
-	roles := Roles(len(ports))
-
-	assigned := make(map[string]Port, len(ports))
-	taken := make(map[string]string, len(ports)) // port name -> role
-	overridden := make([]string, 0, len(overrides))
-	for role := range overrides {
-		overridden = append(overridden, role)
-	}
-	slices.Sort(overridden)
-	for _, role := range overridden {
-		want := overrides[role]
-		if !slices.Contains(roles, role) {
-			return nil, fmt.Errorf("port override %s=%s: no role %q with %d ports (roles: %s)",
-				role, want, role, len(ports), strings.Join(roles, ", "))
-		}
-		p, ok := findPort(ports, want)
-		if !ok {
-			return nil, fmt.Errorf("port override %s=%s: no port with that name or MAC address (ports: %s)",
-				role, want, portList(ports))
-		}
+	taken := map[string]string{} // port name -> role
+	take := func(role string, p Port) error {
 		if other, dup := taken[p.Name]; dup {
-			return nil, fmt.Errorf("port overrides give port %s two roles: %s and %s", p.Name, other, role)
+			return fmt.Errorf("port %s is given two roles: %s and %s", p.Name, other, role)
 		}
 		taken[p.Name] = role
-		assigned[role] = p
+		return nil
+	}
+	resolve := func(role string, wants []string) ([]Port, error) {
+		var out []Port
+		for i, want := range wants {
+			p, ok := findPort(ports, want)
+			if !ok && role == RoleIBiz && len(wants) > 1 {
+				p, ok = findPort(ports, RoleIBiz+"p"+strconv.Itoa(i))
+			}
+			if !ok && len(wants) == 1 {
+				p, ok = findPort(ports, role)
+			}
+			if !ok {
+				return nil, fmt.Errorf("port for %s: no port named %s or with that MAC address (ports: %s)", role, want, portList(ports))
+			}
+			if err := take(role, p); err != nil {
+				return nil, err
+			}
+			out = append(out, p)
+		}
+		return out, nil
 	}
 
-	next := 0
+	var plan PortPlan
+	roles := slices.Sorted(func(yield func(string) bool) {
+		for r := range overrides {
+			if !yield(r) {
+				return
+			}
+		}
+	})
+	syncs := map[int]Port{}
 	for _, role := range roles {
-		if _, ok := assigned[role]; ok {
+		wants := overrides[role]
+		if len(wants) == 0 {
 			continue
 		}
-		for taken[ports[next].Name] != "" {
-			next++
+		switch {
+		case role == RolePriv, syncRole.MatchString(role):
+			if len(wants) != 1 {
+				return PortPlan{}, fmt.Errorf("%s takes one port, not %d", role, len(wants))
+			}
+		case role == RoleIBiz:
+		default:
+			return PortPlan{}, fmt.Errorf("unknown port role %q (roles: priv0, ibiz0, sync0..sync9)", role)
 		}
-		taken[ports[next].Name] = role
-		assigned[role] = ports[next]
+		ps, err := resolve(role, wants)
+		if err != nil {
+			return PortPlan{}, err
+		}
+		switch {
+		case role == RolePriv:
+			plan.Priv0 = ps[0]
+		case role == RoleIBiz:
+			plan.Ibiz0 = ps
+		default:
+			n, _ := strconv.Atoi(strings.TrimPrefix(role, "sync"))
+			syncs[n] = ps[0]
+		}
 	}
-	return assigned, nil
+	for n := range len(syncs) {
+		p, ok := syncs[n]
+		if !ok {
+			return PortPlan{}, fmt.Errorf("sync links must be numbered from sync0 without gaps (sync%d is missing)", n)
+		}
+		plan.Sync = append(plan.Sync, p)
+	}
+
+	// Defaults: the first free ports in discovery order, or the ports that
+	// already carry the role's name.
+	free := func(role string) (Port, bool) {
+		if p, ok := findPort(ports, role); ok && taken[p.Name] == "" {
+			return p, true
+		}
+		for _, p := range ports {
+			if taken[p.Name] == "" && !strings.HasPrefix(p.Name, RolePriv) && !strings.HasPrefix(p.Name, RoleIBiz) {
+				return p, true
+			}
+		}
+		return Port{}, false
+	}
+	if plan.Priv0.Name == "" {
+		p, ok := free(RolePriv)
+		if !ok {
+			return PortPlan{}, fmt.Errorf("found %d Ethernet port(s) (%s); a PM needs at least 2: %s (to the other PM) and %s (management)",
+				len(ports), portList(ports), RolePriv, RoleIBiz)
+		}
+		take(RolePriv, p)
+		plan.Priv0 = p
+	}
+	if len(plan.Ibiz0) == 0 {
+		p, ok := free(RoleIBiz)
+		if !ok {
+			return PortPlan{}, fmt.Errorf("found %d Ethernet port(s) (%s); a PM needs at least 2: %s (to the other PM) and %s (management)",
+				len(ports), portList(ports), RolePriv, RoleIBiz)
+		}
+		take(RoleIBiz, p)
+		plan.Ibiz0 = []Port{p}
+	}
+	for _, p := range ports {
+		if taken[p.Name] == "" {
+			plan.Business = append(plan.Business, p)
+		}
+	}
+	return plan, nil
 }
 
 // findPort finds the port named want, or with MAC address want in any
