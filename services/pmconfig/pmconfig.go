@@ -13,9 +13,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"os"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -39,9 +41,12 @@ type Config struct {
 	Ibiz0   netip.Prefix
 	Gateway netip.Addr
 	UnitKey []byte // 32 bytes
-	// Ports overrides the default port roles: role ("priv0", "ibiz0") to a
-	// port name or MAC address.
-	Ports    map[string]string
+	// Ports overrides the default port roles: role to the port names or MAC
+	// addresses that take it. "priv0" and "syncN" take one port each;
+	// "ibiz0" one, or several that are bonded.
+	Ports map[string][]string
+	// Mgmt6 is an optional IPv6 management address, held with Mgmt.
+	Mgmt6    netip.Prefix
 	LogLevel slog.Level
 }
 
@@ -65,6 +70,7 @@ type file struct {
 	Gateway  string            `json:"gateway"`
 	UnitKey  string            `json:"unit_key"`
 	Ports    map[string]string `json:"ports"`
+	Mgmt6    string            `json:"mgmt6"`
 	LogLevel string            `json:"log_level"`
 }
 
@@ -89,7 +95,7 @@ func ParseFile(r io.Reader) (map[string]string, error) {
 	}
 	kv := map[string]string{
 		"node": f.Node, "unit": f.Unit, "hostname": f.Hostname, "mgmt": f.Mgmt,
-		"ibiz0": f.Ibiz0, "gw": f.Gateway, "unitkey": f.UnitKey, "loglevel": f.LogLevel,
+		"ibiz0": f.Ibiz0, "mgmt6": f.Mgmt6, "gw": f.Gateway, "unitkey": f.UnitKey, "loglevel": f.LogLevel,
 	}
 	for role, port := range f.Ports {
 		kv["port."+role] = port
@@ -124,12 +130,14 @@ func Load(params cmdline.Params, path string) (Config, error) {
 	return FromKV(kv)
 }
 
+var portRole = regexp.MustCompile(`^(priv0|ibiz0|sync[0-3])$`)
+
 var dnsLabel = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
 
 // knownKeys are the dyad.* keys the agent reads. Keys for other parts (init's
 // dyad.testchannel, dyad.datadisk, dyad.mode) are accepted and ignored here.
 var knownKeys = map[string]bool{
-	"node": true, "unit": true, "hostname": true, "mgmt": true, "ibiz0": true,
+	"node": true, "unit": true, "hostname": true, "mgmt": true, "mgmt6": true, "ibiz0": true,
 	"gw": true, "unitkey": true, "loglevel": true,
 	"testchannel": true, "datadisk": true, "mode": true,
 }
@@ -140,15 +148,35 @@ func FromKV(kv map[string]string) (Config, error) {
 	bad := func(key, format string, a ...any) {
 		errs = append(errs, fmt.Errorf("dyad.%s: "+format, append([]any{key}, a...)...))
 	}
-	c := Config{Ports: map[string]string{}}
+	c := Config{Ports: map[string][]string{}}
 
-	for k, v := range kv {
+	seen := map[string]string{} // port -> role
+	for _, k := range slices.Sorted(maps.Keys(kv)) {
+		v := kv[k]
 		if role, ok := strings.CutPrefix(k, "port."); ok {
-			if role != "priv0" && role != "ibiz0" {
-				bad(k, "unknown port role %q (want priv0 or ibiz0)", role)
+			if !portRole.MatchString(role) {
+				bad(k, "unknown port role %q (want priv0, ibiz0 or sync0..sync3)", role)
 				continue
 			}
-			c.Ports[role] = v
+			ports := strings.Split(v, ",")
+			switch {
+			case slices.Contains(ports, ""):
+				bad(k, "%q: empty port name", v)
+				continue
+			case len(ports) > 1 && role != "ibiz0":
+				bad(k, "%q: only ibiz0 may be a bond of several ports", v)
+				continue
+			case len(ports) > 4:
+				bad(k, "%q: at most 4 ports in a bond", v)
+				continue
+			}
+			for _, p := range ports {
+				if other, dup := seen[strings.ToLower(p)]; dup {
+					bad(k, "port %s is also given to %s", p, other)
+				}
+				seen[strings.ToLower(p)] = role
+			}
+			c.Ports[role] = ports
 			continue
 		}
 		if !knownKeys[k] {
@@ -198,6 +226,15 @@ func FromKV(kv map[string]string) (Config, error) {
 			bad("ibiz0", "%s is the management address; each PM needs its own", p.Addr())
 		default:
 			c.Ibiz0 = p
+		}
+	}
+
+	if v := kv["mgmt6"]; v != "" {
+		p, err := netip.ParsePrefix(v)
+		if err != nil || !p.Addr().Is6() || p.Addr().Is4In6() || p.Addr().IsLinkLocalUnicast() || p.Addr().IsMulticast() || p.Bits() < 8 || p.Bits() > 127 {
+			bad("mgmt6", "%q is not an IPv6 host address with prefix length (like 2001:db8::10/64)", v)
+		} else {
+			c.Mgmt6 = p
 		}
 	}
 

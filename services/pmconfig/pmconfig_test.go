@@ -41,6 +41,10 @@ func TestFromKV(t *testing.T) {
 		{"short key", with("unitkey", "abcd"), "64 hex"},
 		{"unknown key", with("nod", "1"), "dyad.nod: unknown setting"},
 		{"bad role", with("port.sync9", "eth3"), "unknown port role"},
+		{"bond for priv0", with("port.priv0", "eth0,eth1"), "only ibiz0 may be a bond"},
+		{"empty port", with("port.ibiz0", "eth1,"), "empty port name"},
+		{"port twice", map[string]string{"node": "1", "mgmt": "10.99.0.10/24", "unitkey": key, "port.priv0": "eth0", "port.ibiz0": "eth1,ETH0"}, "is also given to"},
+		{"bad mgmt6", with("mgmt6", "10.0.0.1/24"), "not an IPv6 host address"},
 		{"bad gw", with("gw", "fe80::1"), "not an IPv4"},
 	}
 	for _, tt := range tests {
@@ -59,6 +63,20 @@ func TestFromKV(t *testing.T) {
 				t.Fatalf("error = %v, want it to contain %q", err, tt.wantErr)
 			}
 		})
+	}
+}
+
+func TestPortRoles(t *testing.T) {
+	c, err := FromKV(map[string]string{"node": "1", "mgmt": "10.99.0.10/24", "unitkey": key,
+		"port.ibiz0": "52:54:00:d7:01:02,52:54:00:d7:01:03", "port.sync0": "eth7", "mgmt6": "fd00:99::10/64"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Ports["ibiz0"]; len(got) != 2 || got[1] != "52:54:00:d7:01:03" || c.Ports["sync0"][0] != "eth7" {
+		t.Errorf("ports = %v", c.Ports)
+	}
+	if c.Mgmt6.String() != "fd00:99::10/64" {
+		t.Errorf("mgmt6 = %v", c.Mgmt6)
 	}
 }
 
@@ -82,7 +100,7 @@ func TestLoadCommandLineWins(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Node != 2 || c.Unit != "fromcmdline" || c.Ports["priv0"] != "eth5" {
+	if c.Node != 2 || c.Unit != "fromcmdline" || c.Ports["priv0"][0] != "eth5" {
 		t.Fatalf("got %+v", c)
 	}
 	if _, err := Load(p, filepath.Join(t.TempDir(), "absent.json")); err == nil || !strings.Contains(err.Error(), "dyad.node") {

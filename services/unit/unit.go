@@ -65,20 +65,65 @@ type PM struct {
 	// DatabaseSeq is the last change of the unit database this PM holds;
 	// equal on both PMs when the secondary is in step with the primary.
 	DatabaseSeq uint64 `json:"database_seq"`
+	// Links are the PM's network links (ports, bonds, bridges) as its kernel
+	// sees them.
+	Links []Link `json:"links,omitempty"`
 	// Hardware is the inventory of hwcompat; only GET /api/v1/pms/{id} fills it.
 	Hardware any `json:"hardware,omitempty"`
 }
 
+// Link is a network link of a PM.
+type Link struct {
+	Name    string `json:"name"`
+	Kind    string `json:"kind"` // "port", "bond", "bridge"
+	Up      bool   `json:"up"`
+	Carrier bool   `json:"carrier"`
+	// SpeedMbps is 0 when unknown (down, or a virtual link).
+	SpeedMbps int    `json:"speed_mbps"`
+	MTU       int    `json:"mtu"`
+	Master    string `json:"master,omitempty"`
+	// Members are the ports of a bond or bridge; ActiveMember is the bond's
+	// active port in active-backup mode.
+	Members      []string `json:"members,omitempty"`
+	ActiveMember string   `json:"active_member,omitempty"`
+}
+
+// Network is a shared network: a business port on each PM in one L2 domain.
+// VMs attach to shared networks.
+type Network struct {
+	ID   int    `json:"id"`
+	Name string `json:"name"`
+	// Ports are the network's port on each PM; one entry when the peer PM
+	// has none.
+	Ports []NetworkPort `json:"ports"`
+	// Problem is empty for a healthy network, else what an operator must
+	// fix (no peer port, a speed mismatch, ...).
+	Problem string `json:"problem,omitempty"`
+}
+
+// NetworkPort is a PM's port in a shared network, with its live state.
+type NetworkPort struct {
+	PM        int    `json:"pm"`
+	Port      string `json:"port"`
+	Up        bool   `json:"up"`
+	Carrier   bool   `json:"carrier"`
+	SpeedMbps int    `json:"speed_mbps"`
+}
+
 // Unit is the whole appliance.
 type Unit struct {
-	Name         string    `json:"name"`
-	ManagementIP string    `json:"management_ip"`
-	Primary      int       `json:"primary"` // PM id of the primary
-	Epoch        uint64    `json:"epoch"`
-	ImageVersion string    `json:"image_version"`
-	PMs          []PM      `json:"pms"`
-	Alerts       []Alert   `json:"alerts"`
-	Time         time.Time `json:"time"`
+	Name         string `json:"name"`
+	ManagementIP string `json:"management_ip"`
+	Primary      int    `json:"primary"` // PM id of the primary
+	Epoch        uint64 `json:"epoch"`
+	ImageVersion string `json:"image_version"`
+	// ReplicationPath is the heartbeat path that replication and migration
+	// traffic uses now: a sync link, else priv0, else ibiz0 ("" when the
+	// peer is not heard).
+	ReplicationPath string    `json:"replication_path"`
+	PMs             []PM      `json:"pms"`
+	Alerts          []Alert   `json:"alerts"`
+	Time            time.Time `json:"time"`
 }
 
 // Severity of an alert.

@@ -35,6 +35,9 @@ func derive(secret []byte, purpose string) []byte {
 // HeartbeatKey is the key that authenticates heartbeats.
 func HeartbeatKey(secret []byte) []byte { return derive(secret, "dyad heartbeat v1") }
 
+// ProbeKey is the key that authenticates shared-network probe frames.
+func ProbeKey(secret []byte) []byte { return derive(secret, "dyad probe v1") }
+
 // SessionKey is the key that signs console sessions.
 func SessionKey(secret []byte) []byte { return derive(secret, "dyad console session v1") }
 
