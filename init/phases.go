@@ -216,6 +216,7 @@ func testChannelPhase(ctx context.Context, st *State) error {
 		Reaper: st.Reaper,
 		Env:    serviceEnv(),
 		Logs:   st.Services.Log,
+		Signal: st.Services.Signal,
 		Shutdown: func(reboot bool) {
 			req := shutdown.Request{Action: shutdown.PowerOff, Reason: "test channel"}
 			if reboot {

@@ -142,6 +142,24 @@ func (s *Supervisor) Log(name string) ([]byte, bool) {
 	return svc.ring.bytes(), true
 }
 
+// Signal sends sig to the named service's process.
+func (s *Supervisor) Signal(name string, sig syscall.Signal) error {
+	svc, ok := s.svcs[name]
+	if !ok {
+		return fmt.Errorf("unknown service %q", name)
+	}
+	svc.mu.Lock()
+	pid := svc.status.Pid
+	svc.mu.Unlock()
+	if pid == 0 {
+		return fmt.Errorf("service %s is not running", name)
+	}
+	if err := syscall.Kill(pid, sig); err != nil {
+		return fmt.Errorf("signal %s: %w", name, err)
+	}
+	return nil
+}
+
 // Status returns a snapshot of the named service.
 func (s *Supervisor) Status(name string) (Status, bool) {
 	svc, ok := s.svcs[name]

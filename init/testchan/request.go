@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -21,6 +22,7 @@ type Request struct {
 	TimeoutMS int64    `json:"timeout_ms,omitempty"`
 	Path      string   `json:"path,omitempty"`
 	Service   string   `json:"service,omitempty"`
+	Signal    string   `json:"signal,omitempty"` // OpSignal: QUIT, TERM, KILL, ...
 }
 
 // Response is one line back; []byte fields travel as base64.
@@ -41,7 +43,17 @@ const (
 	OpPowerOff = "poweroff"
 	OpReboot   = "reboot"
 	OpPing     = "ping"
+	// OpSignal sends a signal to a supervised service; SIGQUIT makes a Go
+	// service print the stacks of all its goroutines to its log.
+	OpSignal = "signal"
 )
+
+// Signals a test may send to a service with OpSignal.
+var Signals = map[string]syscall.Signal{
+	"QUIT": syscall.SIGQUIT, "TERM": syscall.SIGTERM, "KILL": syscall.SIGKILL,
+	"USR1": syscall.SIGUSR1, "USR2": syscall.SIGUSR2, "HUP": syscall.SIGHUP,
+	"STOP": syscall.SIGSTOP, "CONT": syscall.SIGCONT,
+}
 
 // Limits on exec timeouts.
 const (
@@ -97,6 +109,13 @@ func (r Request) validate() error {
 	case OpLog:
 		if r.Service == "" {
 			return errors.New("log needs a service")
+		}
+	case OpSignal:
+		if r.Service == "" {
+			return errors.New("signal needs a service")
+		}
+		if _, ok := Signals[r.Signal]; !ok {
+			return fmt.Errorf("unknown signal %q", r.Signal)
 		}
 	case OpPowerOff, OpReboot, OpPing:
 	case "":

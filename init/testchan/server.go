@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/dyad-ha/dyad/init/reap"
@@ -31,6 +32,8 @@ type Server struct {
 	Env    []string // environment of executed commands
 	// Logs returns the recent output of a supervised service.
 	Logs func(service string) ([]byte, bool)
+	// Signal sends sig to a supervised service.
+	Signal func(service string, sig syscall.Signal) error
 	// Shutdown starts an orderly power-off or reboot; it is called after the
 	// response has been written.
 	Shutdown  func(reboot bool)
@@ -117,6 +120,12 @@ func (s *Server) handle(ctx context.Context, req Request, reply func(Response) e
 			resp.Data = data
 		} else {
 			resp.Error = fmt.Sprintf("unknown service %q", req.Service)
+		}
+		reply(resp)
+	case OpSignal:
+		resp := Response{ID: req.ID}
+		if err := s.Signal(req.Service, Signals[req.Signal]); err != nil {
+			resp.Error = err.Error()
 		}
 		reply(resp)
 	case OpPing:
