@@ -10,4 +10,10 @@
 //	  lo          priv0 of every PM: QEMU UDP socket netdevs, PM1 <-> PM2
 //	  ibiz        bridge 10.99.0.254/24 (the operator host), tapN per PM = ibiz0
 //	  PM N        ibiz0 10.99.0.N/24; the unit's management IP is 10.99.0.10
+//
+// Options add NICs, in this PCI order after priv0: sync0 (another UDP link
+// on lo), ibiz0 as two NICs ibiz0a and ibiz0b on the ibiz bridge, and
+// business links biz1..bizK, each on a bridge of the same name (PM2's biz1
+// and biz2 swapped with CrossBusiness). Unit.Capture records the frames of
+// a bridge.
 package harness

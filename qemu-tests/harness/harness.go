@@ -52,6 +52,13 @@ type Options struct {
 	DiskGiB      int    // sparse raw virtio disk per PM; default 2
 	ExtraCmdline []string
 	Log          *slog.Logger // default discards
+
+	// NIC layout; without these each PM has priv0 and ibiz0 only. PCI
+	// order: priv0, sync0, ibiz0 (or ibiz0a, ibiz0b), biz1..bizK.
+	Ibiz0Bond     bool // two NICs (LinkIbiz0A, LinkIbiz0B) on the ibiz bridge instead of one; cmdline dyad.port.ibiz0=MAC,MAC
+	SyncLink      bool // a second point-to-point link like priv0 (LinkSync0); cmdline dyad.port.sync0=MAC
+	BusinessLinks int  // K segments, bridges biz1..bizK, one NIC LinkBiz(k) per PM on each; at most 9
+	CrossBusiness bool // PM2's biz1 NIC is plugged into segment biz2 and its biz2 NIC into biz1
 }
 
 // Unit is a running lab unit. Close it.
@@ -119,16 +126,25 @@ func Start(ctx context.Context, opts Options) (_ *Unit, err error) {
 	}
 	setup := [][]string{
 		{"link", "set", "lo", "up"},
-		{"link", "add", "ibiz", "type", "bridge"},
-		{"addr", "add", OperatorIP + "/24", "dev", "ibiz"},
-		{"link", "set", "ibiz", "up"},
+		{"link", "add", BridgeIbiz, "type", "bridge"},
+		{"addr", "add", OperatorIP + "/24", "dev", BridgeIbiz},
+		{"link", "set", BridgeIbiz, "up"},
+	}
+	for _, b := range opts.businessBridges() {
+		setup = append(setup,
+			[]string{"link", "add", b, "type", "bridge"},
+			[]string{"link", "set", b, "up"})
 	}
 	for n := 1; n <= opts.N; n++ {
-		tap := fmt.Sprintf("tap%d", n)
-		setup = append(setup,
-			[]string{"tuntap", "add", "dev", tap, "mode", "tap"},
-			[]string{"link", "set", tap, "master", "ibiz"},
-			[]string{"link", "set", tap, "up"})
+		for _, c := range opts.layout(n) {
+			if c.tap == "" {
+				continue
+			}
+			setup = append(setup,
+				[]string{"tuntap", "add", "dev", c.tap, "mode", "tap"},
+				[]string{"link", "set", c.tap, "master", c.Bridge},
+				[]string{"link", "set", c.tap, "up"})
+		}
 	}
 	for _, args := range setup {
 		if err := u.ns.run(ctx, args...); err != nil {
@@ -147,6 +163,7 @@ func Start(ctx context.Context, opts Options) (_ *Unit, err error) {
 			qemuLog: filepath.Join(opts.WorkDir, fmt.Sprintf("pm%d-qemu.log", n)),
 			qmpPath: filepath.Join(sockDir, fmt.Sprintf("pm%d.qmp", n)),
 			tc:      testChannel{path: filepath.Join(sockDir, fmt.Sprintf("pm%d.tc", n))},
+			nics:    opts.layout(n),
 		}
 		disk := filepath.Join(opts.WorkDir, fmt.Sprintf("pm%d-disk.raw", n))
 		if err := blankDisk(disk, int64(opts.DiskGiB)<<30); err != nil {
@@ -165,7 +182,8 @@ func Start(ctx context.Context, opts Options) (_ *Unit, err error) {
 			fmt.Sprintf("dyad.ibiz0=10.99.0.%d/24", n),
 			"dyad.unitkey=" + hex.EncodeToString(key),
 			"dyad.testchannel=1",
-		}, opts.ExtraCmdline...)
+		}, opts.portCmdline(n)...)
+		cmdline = append(cmdline, opts.ExtraCmdline...)
 		pm.argv = qemuArgs(qemu, acc, qemuConfig{
 			n:         n,
 			memoryMiB: opts.MemoryMiB,
@@ -176,6 +194,7 @@ func Start(ctx context.Context, opts Options) (_ *Unit, err error) {
 			serial:    pm.serial,
 			qmp:       pm.qmpPath,
 			tc:        pm.tc.path,
+			nics:      pm.nics,
 		})
 		u.pms = append(u.pms, pm)
 	}
@@ -200,6 +219,9 @@ func (o *Options) defaults() error {
 	}
 	if o.DiskGiB == 0 {
 		o.DiskGiB = 2
+	}
+	if err := o.checkLayout(); err != nil {
+		return err
 	}
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)

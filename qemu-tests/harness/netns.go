@@ -60,31 +60,37 @@ func (ns *namespace) exists() bool {
 	return err == nil
 }
 
-// dial connects to addr from inside the namespace. The socket is created on
-// an OS thread moved into the namespace; that thread is never unlocked, so
-// the runtime destroys it rather than reuse it for other goroutines.
+// dial connects to addr from inside the namespace.
 func (ns *namespace) dial(ctx context.Context, network, addr string) (net.Conn, error) {
-	type result struct {
-		conn net.Conn
-		err  error
-	}
-	done := make(chan result, 1)
+	var c net.Conn
+	err := ns.do(func() error {
+		var d net.Dialer
+		var err error
+		c, err = d.DialContext(ctx, network, addr)
+		return err
+	})
+	return c, err
+}
+
+// do runs f on an OS thread moved into the namespace, so that the sockets f
+// opens belong to the namespace for their whole life. That thread is never
+// unlocked, so the runtime destroys it rather than reuse it for other
+// goroutines.
+func (ns *namespace) do(f func() error) error {
+	done := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
-		f, err := os.Open(filepath.Join(netnsDir, ns.name))
+		h, err := os.Open(filepath.Join(netnsDir, ns.name))
 		if err != nil {
-			done <- result{err: fmt.Errorf("open namespace %s: %w", ns.name, err)}
+			done <- fmt.Errorf("open namespace %s: %w", ns.name, err)
 			return
 		}
-		defer f.Close()
-		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
-			done <- result{err: fmt.Errorf("enter namespace %s: %w", ns.name, err)}
+		defer h.Close()
+		if err := unix.Setns(int(h.Fd()), unix.CLONE_NEWNET); err != nil {
+			done <- fmt.Errorf("enter namespace %s: %w", ns.name, err)
 			return
 		}
-		var d net.Dialer
-		c, err := d.DialContext(ctx, network, addr)
-		done <- result{conn: c, err: err}
+		done <- f()
 	}()
-	r := <-done
-	return r.conn, r.err
+	return <-done
 }

@@ -9,18 +9,13 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/dyad-ha/dyad/services/qmp"
-)
-
-// Link names accepted by SetLink; they are the QEMU netdev ids.
-const (
-	LinkPriv0 = "priv0"
-	LinkIbiz0 = "ibiz0"
 )
 
 // qmpConnectTimeout bounds how long a freshly started QEMU may take to open
@@ -38,6 +33,7 @@ type PM struct {
 	qemuLog string
 	tc      testChannel
 	qmpPath string
+	nics    []nic // in PCI order
 
 	mu   sync.Mutex
 	proc *process
@@ -232,10 +228,22 @@ func (pm *PM) WaitOff(ctx context.Context) error {
 	}
 }
 
-// SetLink plugs (up) or unplugs the cable of link LinkPriv0 or LinkIbiz0.
+// Ports returns the PM's NICs in PCI order.
+func (pm *PM) Ports() []Port {
+	ports := make([]Port, len(pm.nics))
+	for i, c := range pm.nics {
+		ports[i] = c.Port
+	}
+	return ports
+}
+
+// SetLink plugs (up) or unplugs the cable of one of the PM's links (see
+// Ports): LinkPriv0 and LinkIbiz0 (LinkIbiz0A and LinkIbiz0B instead with
+// Options.Ibiz0Bond), LinkSync0 with Options.SyncLink, LinkBiz(k) with
+// Options.BusinessLinks.
 func (pm *PM) SetLink(ctx context.Context, link string, up bool) error {
-	if link != LinkPriv0 && link != LinkIbiz0 {
-		return fmt.Errorf("pm%d: set link: unknown link %q, want %q or %q", pm.n, link, LinkPriv0, LinkIbiz0)
+	if !slices.ContainsFunc(pm.nics, func(c nic) bool { return c.Link == link }) {
+		return fmt.Errorf("pm%d: set link: unknown link %q, this PM has %s", pm.n, link, linkNames(pm.nics))
 	}
 	c := pm.QMP()
 	if c == nil {
@@ -292,6 +300,20 @@ func (pm *PM) ServiceLog(ctx context.Context, service string) ([]byte, error) {
 		return nil, fmt.Errorf("pm%d: log of %s: %w", pm.n, service, err)
 	}
 	return resp.Data, nil
+}
+
+// Signal sends a signal (QUIT, TERM, KILL, USR1, ...) to a service that init
+// supervises on the PM. SIGQUIT makes a Go service print all its goroutines
+// to its log: see ServiceLog.
+func (pm *PM) Signal(ctx context.Context, service, signal string) error {
+	resp, err := pm.tc.call(ctx, tcRequest{Op: "signal", Service: service, Signal: signal})
+	if err == nil && resp.Error != "" {
+		err = errors.New(resp.Error)
+	}
+	if err != nil {
+		return fmt.Errorf("pm%d: signal %s to %s: %w", pm.n, signal, service, err)
+	}
+	return nil
 }
 
 // Ping returns once the PM's test channel server answers.

@@ -22,6 +22,10 @@ const (
 	accelTCG accel = "tcg"
 )
 
+// firstSlot is the PCI slot of the first NIC: slots 0 and 1 hold the i440FX
+// host bridge and the PIIX3, slot 2 stays where a display card would go.
+const firstSlot = 3
+
 // kvmProbeTimeout bounds the trial boot that tells whether KVM works: a
 // kernel prints its banner well within a second under a working KVM.
 const kvmProbeTimeout = 10 * time.Second
@@ -136,17 +140,18 @@ type qemuConfig struct {
 	serial    string
 	qmp       string
 	tc        string
+	nics      []nic // in PCI order
 }
 
-// qemuArgs returns the QEMU command line of a PM. PCI slots are fixed so
-// that priv0 is always the first NIC and ibiz0 the second.
+// qemuArgs returns the QEMU command line of a PM. PCI slots are fixed and
+// follow the order of c.nics, so that priv0 is always the first NIC; the
+// other devices come after the NICs.
 func qemuArgs(bin string, acc accel, c qemuConfig) []string {
 	cpu := "max"
 	if acc == accelKVM {
 		cpu = "host"
 	}
-	peer := 3 - c.n // priv0 is point to point between PM1 and PM2
-	return []string{
+	args := []string{
 		bin,
 		"-name", fmt.Sprintf("pm%d", c.n),
 		"-machine", "pc",
@@ -162,17 +167,22 @@ func qemuArgs(bin string, acc accel, c qemuConfig) []string {
 		"-chardev", "file,id=serial0,path=" + c.serial + ",append=on",
 		"-serial", "chardev:serial0",
 		"-qmp", "unix:" + c.qmp + ",server=on,wait=off",
-		"-netdev", fmt.Sprintf("socket,id=%s,udp=127.0.0.1:%d,localaddr=127.0.0.1:%d", LinkPriv0, priv0BasePort+peer, priv0BasePort+c.n),
-		"-device", fmt.Sprintf("virtio-net-pci,netdev=%s,mac=52:54:00:d7:%02d:01,addr=0x3", LinkPriv0, c.n),
-		"-netdev", fmt.Sprintf("tap,id=%s,ifname=tap%d,script=no,downscript=no", LinkIbiz0, c.n),
-		"-device", fmt.Sprintf("virtio-net-pci,netdev=%s,mac=52:54:00:d7:%02d:02,addr=0x4", LinkIbiz0, c.n),
-		"-drive", "file=" + c.disk + ",format=raw,if=none,id=disk0,discard=unmap",
-		"-device", fmt.Sprintf("virtio-blk-pci,drive=disk0,serial=LAB-PM%d-DISK0,addr=0x5", c.n),
-		"-object", "rng-random,id=rng0,filename=/dev/urandom",
-		"-device", "virtio-rng-pci,rng=rng0,addr=0x6",
-		"-smbios", fmt.Sprintf("type=1,manufacturer=Dyad Lab,product=QEMU PM,serial=LAB-PM%d", c.n),
-		"-device", "virtio-serial-pci,id=vser0,addr=0x7",
-		"-chardev", "socket,id=tc,path=" + c.tc + ",server=on,wait=off",
-		"-device", "virtserialport,bus=vser0.0,chardev=tc,name=dyad.test",
 	}
+	slot := firstSlot
+	for _, nic := range c.nics {
+		args = append(args,
+			"-netdev", nic.netdev(),
+			"-device", fmt.Sprintf("virtio-net-pci,netdev=%s,mac=%s,addr=%#x", nic.Link, nic.MAC, slot))
+		slot++
+	}
+	return append(args,
+		"-drive", "file="+c.disk+",format=raw,if=none,id=disk0,discard=unmap",
+		"-device", fmt.Sprintf("virtio-blk-pci,drive=disk0,serial=LAB-PM%d-DISK0,addr=%#x", c.n, slot),
+		"-object", "rng-random,id=rng0,filename=/dev/urandom",
+		"-device", fmt.Sprintf("virtio-rng-pci,rng=rng0,addr=%#x", slot+1),
+		"-smbios", fmt.Sprintf("type=1,manufacturer=Dyad Lab,product=QEMU PM,serial=LAB-PM%d", c.n),
+		"-device", fmt.Sprintf("virtio-serial-pci,id=vser0,addr=%#x", slot+2),
+		"-chardev", "socket,id=tc,path="+c.tc+",server=on,wait=off",
+		"-device", "virtserialport,bus=vser0.0,chardev=tc,name=dyad.test",
+	)
 }

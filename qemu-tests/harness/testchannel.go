@@ -26,6 +26,7 @@ type tcRequest struct {
 	TimeoutMS int64    `json:"timeout_ms,omitempty"`
 	Path      string   `json:"path,omitempty"`
 	Service   string   `json:"service,omitempty"`
+	Signal    string   `json:"signal,omitempty"`
 }
 
 // tcResponse is one response of the test channel protocol.

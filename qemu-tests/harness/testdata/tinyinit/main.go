@@ -2,9 +2,9 @@
 // instead of a Dyad image: it loads the virtio modules packed next to it,
 // puts ibiz0 (10.99.0.N/24, and the management IP 10.99.0.10 on PM1) and
 // priv0 (192.168.77.N/24) up, answers HTTP on port 80 (with a Dyad-like
-// /api/v1/health), powers off on the ACPI power button and serves the test
-// channel protocol. Run as a child (not PID 1)
-// it is the tool that test channel exec requests call.
+// /api/v1/health), puts every other NIC up without an address, powers off
+// on the ACPI power button and serves the test channel protocol. Run as a
+// child (not PID 1) it is the tool that test channel exec requests call.
 package main
 
 import (
@@ -20,6 +20,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -37,7 +39,8 @@ func main() {
 	select {}
 }
 
-// tool: "echo WORDS..." prints them; "get URL" prints the body.
+// tool: "echo WORDS..." prints them; "get URL" prints the body; "nics"
+// lists the NICs; "send MAC ETHERTYPE PAYLOAD" broadcasts a frame.
 func tool(args []string) int {
 	switch {
 	case len(args) > 0 && args[0] == "echo":
@@ -53,8 +56,20 @@ func tool(args []string) int {
 		defer resp.Body.Close()
 		io.Copy(os.Stdout, resp.Body)
 		return 0
+	case len(args) == 1 && args[0] == "nics":
+		if err := nics(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		return 0
+	case len(args) == 4 && args[0] == "send":
+		if err := send(args[1], args[2], args[3]); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		return 0
 	}
-	fmt.Fprintf(os.Stderr, "usage: echo WORDS | get URL (got %q)\n", args)
+	fmt.Fprintf(os.Stderr, "usage: echo WORDS | get URL | nics | send MAC ETHERTYPE PAYLOAD (got %q)\n", args)
 	return 2
 }
 
@@ -206,7 +221,92 @@ func network(node string) error {
 			return fmt.Errorf("up %s: %w", ifi.Name, err)
 		}
 	}
+	// The NICs of other layouts (bond members, sync, business links) go up
+	// without addresses, so that their carrier shows and frames can leave.
+	ifs, err := net.Interfaces()
+	if err != nil {
+		return err
+	}
+	for _, ifi := range ifs {
+		if ifi.Flags&net.FlagLoopback != 0 || ifi.Flags&net.FlagUp != 0 {
+			continue
+		}
+		if err := conn.Link.Set(&rtnetlink.LinkMessage{
+			Family: unix.AF_UNSPEC, Index: uint32(ifi.Index), Flags: unix.IFF_UP, Change: unix.IFF_UP,
+		}); err != nil {
+			return fmt.Errorf("up %s: %w", ifi.Name, err)
+		}
+	}
 	return nil
+}
+
+// nics prints "PCI-ADDRESS NAME MAC CARRIER" for every NIC, in PCI order;
+// CARRIER is "-" while the link is down administratively.
+func nics() error {
+	devs, err := filepath.Glob("/sys/class/net/*/device")
+	if err != nil {
+		return err
+	}
+	var lines []string
+	for _, d := range devs {
+		// .../0000:00:03.0/virtio0: the PCI function holds the virtio device.
+		real, err := filepath.EvalSymlinks(d)
+		if err != nil {
+			return err
+		}
+		dir := filepath.Dir(d)
+		mac, err := os.ReadFile(filepath.Join(dir, "address"))
+		if err != nil {
+			return err
+		}
+		carrier := "-"
+		if b, err := os.ReadFile(filepath.Join(dir, "carrier")); err == nil {
+			carrier = strings.TrimSpace(string(b))
+		}
+		lines = append(lines, fmt.Sprintf("%s %s %s %s", filepath.Base(filepath.Dir(real)), filepath.Base(dir), strings.TrimSpace(string(mac)), carrier))
+	}
+	slices.Sort(lines)
+	for _, l := range lines {
+		fmt.Println(l)
+	}
+	return nil
+}
+
+// send broadcasts one Ethernet frame of the given type (hex) carrying
+// payload from the NIC with the given MAC.
+func send(mac, etherType, payload string) error {
+	et, err := strconv.ParseUint(etherType, 16, 16)
+	if err != nil {
+		return fmt.Errorf("ethertype %q: %w", etherType, err)
+	}
+	ifi, err := nicByMAC(mac)
+	if err != nil {
+		return err
+	}
+	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	broadcast := [8]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
+	frame := append(append(append(broadcast[:6:6], ifi.HardwareAddr...), byte(et>>8), byte(et)), payload...)
+	if len(frame) < 60 {
+		frame = append(frame, make([]byte, 60-len(frame))...)
+	}
+	return unix.Sendto(fd, frame, 0, &unix.SockaddrLinklayer{Ifindex: ifi.Index, Halen: 6, Addr: broadcast})
+}
+
+func nicByMAC(mac string) (*net.Interface, error) {
+	ifs, err := net.Interfaces()
+	if err != nil {
+		return nil, err
+	}
+	for _, i := range ifs {
+		if i.HardwareAddr.String() == mac {
+			return &i, nil
+		}
+	}
+	return nil, fmt.Errorf("no NIC with MAC %s", mac)
 }
 
 // testPort finds the virtio-serial port named dyad.test.
