@@ -1,6 +1,7 @@
 package webui
 
 import (
+	"encoding/json"
 	"errors"
 	"net/http"
 	"strconv"
@@ -85,4 +86,58 @@ func (s *Server) alerts(c *gin.Context) {
 		u.Alerts = []unit.Alert{}
 	}
 	c.JSON(http.StatusOK, u.Alerts)
+}
+
+func (s *Server) networks(c *gin.Context) {
+	nets, err := s.cfg.Source.Networks(c.Request.Context())
+	if err != nil {
+		s.log.Error("webui: reading networks", "err", err)
+		apiError(c, http.StatusInternalServerError, "cannot read networks: "+err.Error())
+		return
+	}
+	if nets == nil {
+		nets = []unit.Network{}
+	}
+	c.JSON(http.StatusOK, nets)
+}
+
+// maxPatchBody bounds a PATCH body: a name and little else.
+const maxPatchBody = 4 << 10
+
+func (s *Server) renameNetwork(c *gin.Context) {
+	raw := c.Param("id")
+	id, err := strconv.Atoi(raw)
+	if err != nil || id < 1 {
+		apiError(c, http.StatusBadRequest, "invalid network id "+strconv.Quote(raw)+": want a positive integer")
+		return
+	}
+	var body struct {
+		Name *string `json:"name"`
+	}
+	dec := json.NewDecoder(http.MaxBytesReader(c.Writer, c.Request.Body, maxPatchBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&body); err != nil {
+		apiError(c, http.StatusBadRequest, "invalid body: want {\"name\": \"...\"}: "+err.Error())
+		return
+	}
+	if dec.More() {
+		apiError(c, http.StatusBadRequest, "invalid body: trailing data after the object")
+		return
+	}
+	if body.Name == nil {
+		apiError(c, http.StatusBadRequest, "invalid body: missing \"name\"")
+		return
+	}
+	n, err := s.cfg.Source.RenameNetwork(c.Request.Context(), id, *body.Name)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		apiError(c, http.StatusNotFound, "network "+strconv.Itoa(id)+" not found")
+	case errors.Is(err, ErrInvalid):
+		apiError(c, http.StatusBadRequest, err.Error())
+	case err != nil:
+		s.log.Error("webui: renaming network", "network", id, "err", err)
+		apiError(c, http.StatusInternalServerError, "cannot rename network "+strconv.Itoa(id)+": "+err.Error())
+	default:
+		c.JSON(http.StatusOK, n)
+	}
 }

@@ -40,6 +40,14 @@ func (c *countingSource) PM(ctx context.Context, id int) (unit.PM, error) {
 	return (&fakeSource{unit: testUnit()}).PM(ctx, id)
 }
 
+func (c *countingSource) Networks(ctx context.Context) ([]unit.Network, error) {
+	return nil, nil
+}
+
+func (c *countingSource) RenameNetwork(ctx context.Context, id int, name string) (unit.Network, error) {
+	return unit.Network{}, ErrNotFound
+}
+
 // chromium runs headless Chromium with args and returns its stdout.
 func chromium(t *testing.T, args ...string) []byte {
 	t.Helper()

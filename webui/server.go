@@ -33,7 +33,16 @@ type Source interface {
 	Unit(ctx context.Context) (unit.Unit, error)
 	// PM returns one PM with its Hardware filled, or ErrNotFound.
 	PM(ctx context.Context, id int) (unit.PM, error)
+	// Networks returns the shared networks.
+	Networks(ctx context.Context) ([]unit.Network, error)
+	// RenameNetwork renames a shared network; ErrNotFound for an unknown
+	// id, ErrInvalid (wrapped with the reason) for a name it refuses.
+	RenameNetwork(ctx context.Context, id int, name string) (unit.Network, error)
 }
+
+// ErrInvalid is what a Source returns (wrapped, with the reason) for a
+// request it refuses; the API answers 400 with the message.
+var ErrInvalid = errors.New("invalid request")
 
 // Users checks console and API credentials.
 type Users interface {
@@ -133,6 +142,8 @@ func (s *Server) routes() (*gin.Engine, error) {
 	authed.GET("/pms", s.pms)
 	authed.GET("/pms/:id", s.pm)
 	authed.GET("/alerts", s.alerts)
+	authed.GET("/networks", s.networks)
+	authed.PATCH("/networks/:id", s.renameNetwork)
 
 	e.NoRoute(func(c *gin.Context) {
 		if isAPI(c.Request) {

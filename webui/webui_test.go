@@ -22,7 +22,31 @@ var testKey = []byte("0123456789abcdef0123456789abcdef")
 // fakeSource serves a fixed unit; err, when set, fails every call.
 type fakeSource struct {
 	unit unit.Unit
+	nets []unit.Network
 	err  error
+}
+
+func (f *fakeSource) Networks(context.Context) ([]unit.Network, error) {
+	if f.err != nil {
+		return nil, f.err
+	}
+	return f.nets, nil
+}
+
+func (f *fakeSource) RenameNetwork(_ context.Context, id int, name string) (unit.Network, error) {
+	if f.err != nil {
+		return unit.Network{}, f.err
+	}
+	if name == "" {
+		return unit.Network{}, fmt.Errorf("%w: empty name", ErrInvalid)
+	}
+	for i, n := range f.nets {
+		if n.ID == id {
+			f.nets[i].Name = name
+			return f.nets[i], nil
+		}
+	}
+	return unit.Network{}, ErrNotFound
 }
 
 func (f *fakeSource) Unit(context.Context) (unit.Unit, error) {
@@ -577,5 +601,41 @@ func TestCrossOriginPosts(t *testing.T) {
 	ck := withCookie(signSession(testKey, "admin", time.Now().Add(time.Hour)))
 	if w := do(t, h, "GET", "/api/v1/unit", "", ck, withHeader("Sec-Fetch-Site", "cross-site")); w.Code != 200 {
 		t.Errorf("GET with Sec-Fetch-Site cross-site: status %d, want 200", w.Code)
+	}
+}
+
+func TestNetworksAPI(t *testing.T) {
+	src := &fakeSource{unit: testUnit(), nets: []unit.Network{
+		{ID: 1, Name: "network1", Ports: []unit.NetworkPort{{PM: 1, Port: "biz1", Up: true}, {PM: 2, Port: "biz1", Up: true}}},
+		{ID: 2, Name: "network2", Ports: []unit.NetworkPort{{PM: 1, Port: "biz2"}}, Problem: "pm1 biz2: no peer port in the same L2 domain"},
+	}}
+	h := newTestServer(t, src).Handler()
+	auth := withBasic("admin", "admin")
+	tests := []struct {
+		method, target, body string
+		want                 int
+		wantBody             string
+	}{
+		{"GET", "/api/v1/networks", "", 200, `"problem":"pm1 biz2: no peer port in the same L2 domain"`},
+		{"PATCH", "/api/v1/networks/1", `{"name":"office"}`, 200, `"name":"office"`},
+		{"PATCH", "/api/v1/networks/9", `{"name":"x"}`, 404, "network 9 not found"},
+		{"PATCH", "/api/v1/networks/zero", `{"name":"x"}`, 400, "invalid network id"},
+		{"PATCH", "/api/v1/networks/1", `{"name":""}`, 400, "empty name"},
+		{"PATCH", "/api/v1/networks/1", `{}`, 400, `missing \"name\"`},
+		{"PATCH", "/api/v1/networks/1", `{"name":"a","id":3}`, 400, "unknown field"},
+		{"PATCH", "/api/v1/networks/1", `{"name":"a"} {}`, 400, "trailing data"},
+		{"PATCH", "/api/v1/networks/1", `{"name":"` + strings.Repeat("a", 5000) + `"}`, 400, "invalid body"},
+	}
+	for _, tt := range tests {
+		w := do(t, h, tt.method, tt.target, tt.body, auth)
+		if w.Code != tt.want || !strings.Contains(w.Body.String(), tt.wantBody) {
+			t.Errorf("%s %s %.40s: %d %s, want %d with %q", tt.method, tt.target, tt.body, w.Code, w.Body.String(), tt.want, tt.wantBody)
+		}
+	}
+	if src.nets[0].Name != "office" {
+		t.Errorf("rename did not reach the source: %+v", src.nets[0])
+	}
+	if w := do(t, h, "GET", "/api/v1/networks", ""); w.Code != 401 {
+		t.Errorf("networks without login: %d", w.Code)
 	}
 }

@@ -24,7 +24,16 @@ const formTimeout = 4 * time.Minute
 func startUnit(t *testing.T, n int) (*harness.Unit, *apiclient.Client) {
 	t.Helper()
 	u := harness.StartT(t, harness.Options{Out: "../../out", N: n})
-	return u, apiclient.New(mgmtURL, "admin", "admin", u.HTTPClient())
+	return u, client(u)
+}
+
+// client is an API client of the unit's console. Each request has its own
+// deadline: a connection that died with a PM or a link must cost one poll,
+// not the whole wait.
+func client(u *harness.Unit) *apiclient.Client {
+	hc := u.HTTPClient()
+	hc.Timeout = 5 * time.Second
+	return apiclient.New(mgmtURL, "admin", "admin", hc)
 }
 
 // waitFormed waits for two running PMs, exactly one primary and every

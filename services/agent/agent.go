@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"github.com/dyad-ha/dyad/services/cluster"
+	"github.com/dyad-ha/dyad/services/network"
+	"github.com/dyad-ha/dyad/services/network/probe"
 	"github.com/dyad-ha/dyad/services/pmconfig"
 	"github.com/dyad-ha/dyad/services/store"
 	"github.com/dyad-ha/dyad/services/unit"
@@ -56,13 +58,18 @@ type Options struct {
 
 // Network is what the agent needs from the PM's network stack.
 type Network interface {
-	// Setup names the ports priv0, ibiz0, ..., brings them up and gives them
-	// their own addresses.
-	Setup(ctx context.Context, cfg pmconfig.Config) error
-	// HoldMgmt adds the management address to ibiz0 and announces it;
-	// ReleaseMgmt removes it. Both are idempotent.
-	HoldMgmt(ctx context.Context, p netip.Prefix) error
-	ReleaseMgmt(ctx context.Context, p netip.Prefix) error
+	// Setup names the ports by role (priv0, syncN, ibiz0 or the ibiz0pK
+	// members of its bond, bizN) and returns the plan.
+	Setup(ctx context.Context, cfg pmconfig.Config) (network.PortPlan, error)
+	// Apply brings the kernel's links, bonds, bridges, addresses and routes
+	// to d; it changes nothing when d is invalid.
+	Apply(ctx context.Context, d network.Desired) error
+	// Links reports the PM's links as the kernel sees them.
+	Links(ctx context.Context) ([]unit.Link, error)
+	// HoldMgmt adds the management addresses to ibiz0 and announces them;
+	// ReleaseMgmt removes them. Both are idempotent.
+	HoldMgmt(ctx context.Context, ps ...netip.Prefix) error
+	ReleaseMgmt(ctx context.Context, ps ...netip.Prefix) error
 }
 
 // Agent is a running node agent.
@@ -91,10 +98,19 @@ type Agent struct {
 	deposed  bool
 	hardware any
 	console  *consoleServer
+	// paths are the heartbeat paths in order of preference for replication
+	// and migration traffic: sync links, priv0, ibiz0.
+	paths []string
+	// plan is the role of each port, fixed at start.
+	plan network.PortPlan
+	// links is the PM's network links as last read from the kernel.
+	links []unit.Link
 	// syncedBoot is the peer boot whose database we last brought in step.
 	syncedBoot string
-	// peerRecBoot is the peer boot whose self report is in the database.
-	peerRecBoot string
+	// heard are the peer's newest probes per business port.
+	heard map[string][]probe.Probe
+	// peerReport is the peer's last self report.
+	peerReport selfReport
 }
 
 // New prepares an agent: opens the unit database and derives the unit CA.
@@ -118,7 +134,8 @@ func New(opt Options) (*Agent, error) {
 	}
 	a := &Agent{
 		opt: opt, cfg: opt.Config, log: opt.Log, db: db, ca: ca, leaf: leaf,
-		mon:   cluster.NewMonitor(DeadAfter, unit.PathPriv0, unit.PathIbiz0),
+		paths: heartbeatPaths(opt.Config),
+		heard: map[string][]probe.Probe{},
 		hbKey: unitca.HeartbeatKey(opt.Config.UnitKey),
 		start: time.Now(),
 		role:  unit.RoleNone,
@@ -129,6 +146,7 @@ func New(opt Options) (*Agent, error) {
 		// anything the previous agent sent (one beat per BeatInterval).
 		seq: uint64(opt.Uptime().Milliseconds()),
 	}
+	a.mon = cluster.NewMonitor(DeadAfter, a.paths...)
 	a.noneSince = a.start
 	a.peerC = &http.Client{
 		Timeout: 10 * time.Second,
@@ -143,9 +161,13 @@ func New(opt Options) (*Agent, error) {
 // Run runs the agent until ctx ends.
 func (a *Agent) Run(ctx context.Context) error {
 	defer a.db.Close()
-	if err := a.opt.Net.Setup(ctx, a.cfg); err != nil {
+	plan, err := a.opt.Net.Setup(ctx, a.cfg)
+	if err != nil {
 		return fmt.Errorf("network: %w", err)
 	}
+	a.plan = plan
+	// The PM's own links and addresses come before the heartbeats use them.
+	a.reconcileNetwork(ctx)
 	if hw, err := a.opt.Hardware(ctx); err != nil {
 		a.log.Warn("hardware inventory", "err", err)
 	} else {
@@ -153,7 +175,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 
 	socks := map[string]*cluster.PathSocket{}
-	for _, path := range []string{unit.PathPriv0, unit.PathIbiz0} {
+	for _, path := range a.paths {
 		s, err := cluster.ListenPath(ctx, path, path)
 		if err != nil {
 			return err
@@ -191,6 +213,10 @@ func (a *Agent) Run(ctx context.Context) error {
 			}
 		})
 	})
+	// Every PM keeps its kernel network as the unit database wants it and
+	// probes its business ports for the peer's.
+	wg.Go(func() { every(ctx, 2*time.Second, func() { a.reconcileNetwork(ctx) }) })
+	wg.Go(func() { a.probeBusiness(ctx) })
 	wg.Go(func() {
 		t := time.NewTicker(time.Second)
 		defer t.Stop()
@@ -315,7 +341,7 @@ func (a *Agent) becomePrimary(ctx context.Context, epoch uint64) bool {
 	a.role, a.epoch, a.held = unit.RolePrimary, epoch, ""
 	a.syncedBoot = ""
 	a.mu.Unlock()
-	if err := a.opt.Net.HoldMgmt(ctx, a.cfg.Mgmt); err != nil {
+	if err := a.opt.Net.HoldMgmt(ctx, a.mgmtAddrs()...); err != nil {
 		a.log.Error("management address", "addr", a.cfg.Mgmt, "err", err)
 	}
 	c, err := a.startConsole()
@@ -362,7 +388,7 @@ func (a *Agent) stepDown(ctx context.Context, reason string) {
 	}
 	if wasPrimary {
 		a.log.Info("releasing the management address", "reason", reason)
-		if err := a.opt.Net.ReleaseMgmt(ctx, a.cfg.Mgmt); err != nil {
+		if err := a.opt.Net.ReleaseMgmt(ctx, a.mgmtAddrs()...); err != nil {
 			a.log.Error("release management address", "err", err)
 		}
 	}
@@ -375,21 +401,54 @@ func (a *Agent) Role() unit.Role {
 	return a.role
 }
 
-// peerURLs lists the peer API base URLs, preferred path first: priv0, then
-// the peer's ibiz0 address as learned from its heartbeats.
+// peerURLs lists the peer API base URLs, one per heartbeat path: the
+// paths that are up first, in order of preference (sync links, priv0, ibiz0),
+// then the others.
 func (a *Agent) peerURLs(suffix string) []string {
-	urls := []string{fmt.Sprintf("https://%s/%s", netip.AddrPortFrom(pmconfig.Priv0Addr(a.cfg.Peer()).Addr(), PeerPort), suffix)}
 	v := a.mon.View(time.Now())
-	if ip, err := netip.ParseAddr(v.Peer.Ibiz0); err == nil {
-		urls = append(urls, fmt.Sprintf("https://%s/%s", netip.AddrPortFrom(ip, PeerPort), suffix))
-	}
-	// A path known down is tried last.
+	up := map[string]bool{}
 	for _, p := range v.Paths {
-		if p.Name == unit.PathPriv0 && !p.Up && len(urls) > 1 {
-			urls[0], urls[1] = urls[1], urls[0]
+		up[p.Name] = p.Up
+	}
+	var first, last []string
+	for _, path := range a.paths {
+		ip, ok := peerAddr(path, a.cfg.Peer(), v.Peer.Ibiz0)
+		if !ok {
+			continue
+		}
+		u := fmt.Sprintf("https://%s/%s", netip.AddrPortFrom(ip, PeerPort), suffix)
+		if up[path] {
+			first = append(first, u)
+		} else {
+			last = append(last, u)
 		}
 	}
-	return urls
+	return append(first, last...)
+}
+
+// replicationPath is the path replication and migration traffic takes: the
+// first path up in order of preference; "" when the peer is not heard.
+func (a *Agent) replicationPath() string {
+	v := a.mon.View(time.Now())
+	up := map[string]bool{}
+	for _, p := range v.Paths {
+		up[p.Name] = p.Up
+	}
+	for _, path := range a.paths {
+		if _, ok := peerAddr(path, a.cfg.Peer(), v.Peer.Ibiz0); ok && up[path] {
+			return path
+		}
+	}
+	return ""
+}
+
+// mgmtAddrs are the management addresses the primary holds.
+func (a *Agent) mgmtAddrs() []netip.Prefix {
+	ps := []netip.Prefix{a.cfg.Mgmt}
+	if a.cfg.Mgmt6.IsValid() {
+		ps = append(ps, a.cfg.Mgmt6)
+	}
+	return ps
 }
 
 // ReadUptime reads the PM's uptime from /proc/uptime.

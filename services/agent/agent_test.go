@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/dyad-ha/dyad/services/cluster"
+	"github.com/dyad-ha/dyad/services/network"
 	"github.com/dyad-ha/dyad/services/pmconfig"
 	"github.com/dyad-ha/dyad/services/store"
 	"github.com/dyad-ha/dyad/services/unit"
@@ -70,16 +71,22 @@ type fakeNet struct {
 	mgmt bool
 }
 
-func (n *fakeNet) Setup(context.Context, pmconfig.Config) error { return nil }
+func (n *fakeNet) Setup(context.Context, pmconfig.Config) (network.PortPlan, error) {
+	return network.PortPlan{}, nil
+}
 
-func (n *fakeNet) HoldMgmt(context.Context, netip.Prefix) error {
+func (n *fakeNet) Apply(context.Context, network.Desired) error { return nil }
+
+func (n *fakeNet) Links(context.Context) ([]unit.Link, error) { return nil, nil }
+
+func (n *fakeNet) HoldMgmt(context.Context, ...netip.Prefix) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.mgmt = true
 	return nil
 }
 
-func (n *fakeNet) ReleaseMgmt(context.Context, netip.Prefix) error {
+func (n *fakeNet) ReleaseMgmt(context.Context, ...netip.Prefix) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.mgmt = false

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"sort"
+	"strconv"
 	"time"
 
 	"github.com/dyad-ha/dyad/services/alerts"
@@ -92,7 +93,26 @@ func (a *Agent) Unit(ctx context.Context) (unit.Unit, error) {
 		u.Primary = a.cfg.Node
 	}
 	a.mu.Unlock()
+	u.ReplicationPath = a.replicationPath()
 	u.Alerts = alerts.Derive(pms, u.Time)
+	if nets, err := a.sharedNetworks(); err == nil {
+		for _, n := range nets {
+			if n.Problem != "" {
+				u.Alerts = append(u.Alerts, unit.Alert{
+					ID: "shared-network/" + strconv.Itoa(n.ID), Severity: unit.SevWarning, Source: "network",
+					Message: fmt.Sprintf("Shared network %s: %s", n.Name, n.Problem),
+					Since:   u.Time,
+				})
+			}
+		}
+	}
+	if u.ReplicationPath == unit.PathIbiz0 {
+		u.Alerts = append(u.Alerts, unit.Alert{
+			ID: "replication-on-ibiz0", Severity: unit.SevWarning, Source: "unit",
+			Message: "Replication and migration traffic falls back to ibiz0: the private links (priv0 and sync links) are down",
+			Since:   u.Time,
+		})
+	}
 	if !a.opt.DataPersistent {
 		u.Alerts = append([]unit.Alert{{
 			ID: "no-data-partition/" + fmt.Sprintf("pm%d", a.cfg.Node), Severity: unit.SevCritical,
@@ -151,10 +171,18 @@ func (a *Agent) pms(withHardware bool) ([]unit.PM, error) {
 			pm.UptimeSeconds = a.opt.Uptime().Seconds()
 			pm.BootID, pm.ImageVersion, pm.LastSeen = a.opt.BootID, a.opt.Version, now
 			pm.DatabaseSeq = a.db.Position().Seq
+			a.mu.Lock()
+			pm.Links = a.links
+			a.mu.Unlock()
 		case v.Seen:
 			pm.State, pm.Activity, pm.Role = v.Peer.State, "", v.Peer.Role
 			pm.UptimeSeconds, pm.BootID, pm.ImageVersion = v.Peer.Uptime, v.Peer.BootID, v.Peer.Version
 			pm.LastSeen, pm.DatabaseSeq = now, v.Peer.DBSeq
+			a.mu.Lock()
+			if a.peerReport.BootID == v.Peer.BootID {
+				pm.Links = a.peerReport.Links
+			}
+			a.mu.Unlock()
 			for name, up := range v.Peer.Paths {
 				pm.Paths = append(pm.Paths, unit.Path{Name: name, Up: up})
 			}

@@ -2,13 +2,16 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
 	"time"
 
 	"github.com/dyad-ha/dyad/services/network"
+	"github.com/dyad-ha/dyad/services/network/ndp"
 	"github.com/dyad-ha/dyad/services/pmconfig"
+	"github.com/dyad-ha/dyad/services/unit"
 )
 
 // Netlink is the real Network of a PM, on the kernel's netlink interface.
@@ -17,55 +20,96 @@ type Netlink struct {
 	Log *slog.Logger
 }
 
-// Setup names the ports by role, brings them up and adds the PM's own
-// addresses: the fixed private address on priv0 and the configured one on
-// ibiz0.
-func (n Netlink) Setup(ctx context.Context, cfg pmconfig.Config) error {
+// Setup names the ports by role. Renaming goes through temporary names so
+// that no rename ever finds its target name taken by another port.
+func (n Netlink) Setup(ctx context.Context, cfg pmconfig.Config) (network.PortPlan, error) {
+	ports, err := n.M.Ports(ctx)
+	if err != nil {
+		return network.PortPlan{}, err
+	}
+	plan, err := network.Plan(ports, cfg.Ports)
+	if err != nil {
+		return network.PortPlan{}, err
+	}
+	names := plan.Names()
+	for i, p := range ports {
+		if to, ok := names[p.Name]; ok && to != p.Name {
+			tmp := fmt.Sprintf("dyadtmp%d", i)
+			if err := n.M.Rename(ctx, p.Name, tmp); err != nil {
+				return network.PortPlan{}, fmt.Errorf("rename port %s (%s): %w", p.Name, p.MAC, err)
+			}
+			names[tmp] = to
+		}
+	}
+	for i, p := range ports {
+		tmp := fmt.Sprintf("dyadtmp%d", i)
+		to, ok := names[tmp]
+		if !ok {
+			continue
+		}
+		if err := n.M.Rename(ctx, tmp, to); err != nil {
+			return network.PortPlan{}, fmt.Errorf("name port %s (%s) %s: %w", p.Name, p.MAC, to, err)
+		}
+		n.Log.Info("port", "role", to, "was", p.Name, "mac", p.MAC, "driver", p.Driver, "bus", p.BusAddr)
+	}
+	return plan, nil
+}
+
+// Apply reconciles the kernel network with d.
+func (n Netlink) Apply(ctx context.Context, d network.Desired) error {
 	ports, err := n.M.Ports(ctx)
 	if err != nil {
 		return err
 	}
-	roles, err := network.AssignRoles(ports, cfg.Ports)
+	rep, err := n.M.Reconcile(ctx, d, ports)
+	for _, c := range rep.Changes {
+		n.Log.Info("network change", "change", c)
+	}
+	return err
+}
+
+// Links reads the PM's links.
+func (n Netlink) Links(ctx context.Context) ([]unit.Link, error) {
+	ls, err := n.M.LinkStates(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	for role, p := range roles {
-		if err := n.M.Rename(ctx, p.Name, role); err != nil {
-			return fmt.Errorf("name port %s (%s) %s: %w", p.Name, p.MAC, role, err)
-		}
-		if err := n.M.SetUp(ctx, role); err != nil {
-			return err
-		}
-		n.Log.Info("port", "role", role, "was", p.Name, "mac", p.MAC, "driver", p.Driver, "bus", p.BusAddr)
+	out := make([]unit.Link, 0, len(ls))
+	for _, l := range ls {
+		out = append(out, unit.Link{
+			Name: l.Name, Kind: l.Kind, Up: l.Up, Carrier: l.Carrier, SpeedMbps: l.SpeedMbps,
+			MTU: l.MTU, Master: l.Master, Members: l.Members, ActiveMember: l.ActiveMember,
+		})
 	}
-	if err := n.M.EnsureAddr(ctx, "priv0", pmconfig.Priv0Addr(cfg.Node)); err != nil {
-		return err
-	}
-	if cfg.Ibiz0.IsValid() {
-		if err := n.M.EnsureAddr(ctx, "ibiz0", cfg.Ibiz0); err != nil {
-			return err
-		}
-	}
-	if cfg.Gateway.IsValid() {
-		if err := n.M.EnsureDefaultRoute(ctx, cfg.Gateway); err != nil {
-			return err
-		}
-	}
-	return nil
+	return out, nil
 }
 
-// HoldMgmt adds the management address to ibiz0 and announces it with
-// gratuitous ARP so switches and hosts move to this PM at once.
-func (n Netlink) HoldMgmt(ctx context.Context, p netip.Prefix) error {
-	if err := n.M.EnsureAddr(ctx, "ibiz0", p); err != nil {
-		return err
+// HoldMgmt adds the management addresses to ibiz0 and announces them,
+// gratuitous ARP for IPv4 and an unsolicited neighbour advertisement for
+// IPv6, so that switches and hosts move to this PM at once.
+func (n Netlink) HoldMgmt(ctx context.Context, ps ...netip.Prefix) error {
+	var errs []error
+	for _, p := range ps {
+		if err := n.M.EnsureAddr(ctx, network.RoleIBiz, p); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		if p.Addr().Is4() {
+			errs = append(errs, n.M.AnnounceIPv4(actx, network.RoleIBiz, p.Addr(), 3))
+		} else {
+			errs = append(errs, ndp.Announce(actx, network.RoleIBiz, p.Addr(), 3))
+		}
+		cancel()
 	}
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	return n.M.AnnounceIPv4(ctx, "ibiz0", p.Addr(), 3)
+	return errors.Join(errs...)
 }
 
-// ReleaseMgmt removes the management address from ibiz0.
-func (n Netlink) ReleaseMgmt(ctx context.Context, p netip.Prefix) error {
-	return n.M.RemoveAddr(ctx, "ibiz0", p)
+// ReleaseMgmt removes the management addresses from ibiz0.
+func (n Netlink) ReleaseMgmt(ctx context.Context, ps ...netip.Prefix) error {
+	var errs []error
+	for _, p := range ps {
+		errs = append(errs, n.M.RemoveAddr(ctx, network.RoleIBiz, p))
+	}
+	return errors.Join(errs...)
 }

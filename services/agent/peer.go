@@ -9,6 +9,9 @@ import (
 	"net"
 	"net/http"
 	"time"
+
+	"github.com/dyad-ha/dyad/services/network/probe"
+	"github.com/dyad-ha/dyad/services/unit"
 )
 
 // selfReport is what a PM tells the primary about itself.
@@ -18,6 +21,9 @@ type selfReport struct {
 	ImageVersion string          `json:"image_version"`
 	Addresses    []string        `json:"addresses"`
 	Hardware     json.RawMessage `json:"hardware,omitempty"`
+	Links        []unit.Link     `json:"links,omitempty"`
+	// Pairings is the sender's view of its business ports' peers.
+	Pairings []probe.Pairing `json:"pairings,omitempty"`
 }
 
 func (a *Agent) self() selfReport {
@@ -28,6 +34,10 @@ func (a *Agent) self() selfReport {
 	if a.hardware != nil {
 		r.Hardware, _ = json.Marshal(a.hardware)
 	}
+	a.mu.Lock()
+	r.Links = a.links
+	a.mu.Unlock()
+	r.Pairings = a.pairings(time.Now())
 	return r
 }
 

@@ -107,19 +107,22 @@ func (a *Agent) reconcile(ctx context.Context) {
 	old, known := recs[peer]
 	switch {
 	case v.Seen:
+		// Every round: the report carries the peer's live links too.
+		r, err := a.fetchPeer(ctx)
+		if err != nil {
+			a.log.Warn("peer self report", "err", err)
+			return
+		}
 		a.mu.Lock()
-		fresh := a.peerRecBoot == v.Peer.BootID && old.BootID == v.Peer.BootID
+		a.peerReport = r
 		a.mu.Unlock()
+		if err := a.reconcileNetworks(ctx, rep, r.Pairings); err != nil {
+			a.replicationFailed("shared networks", err)
+			return
+		}
 		rec := old
 		rec.ID, rec.State, rec.Activity = peer, unit.PMRunning, ""
-		if !fresh {
-			r, err := a.fetchPeer(ctx)
-			if err != nil {
-				a.log.Warn("peer self report", "err", err)
-				return
-			}
-			rec.BootID, rec.ImageVersion, rec.Addresses, rec.Hardware = r.BootID, r.ImageVersion, r.Addresses, r.Hardware
-		}
+		rec.BootID, rec.ImageVersion, rec.Addresses, rec.Hardware = r.BootID, r.ImageVersion, r.Addresses, r.Hardware
 		want[peer] = rec
 	case v.Lost || (known && old.State == unit.PMRunning):
 		// Silent on every path, whether lost while we watched or found so
@@ -153,11 +156,6 @@ func (a *Agent) reconcile(ctx context.Context) {
 	if err != nil {
 		a.replicationFailed("unit database update", err)
 		return
-	}
-	if v.Seen {
-		a.mu.Lock()
-		a.peerRecBoot = v.Peer.BootID
-		a.mu.Unlock()
 	}
 	if err := a.db.EnsureUser(ctx, rep, "admin", "admin"); err != nil {
 		a.replicationFailed("default console user", err)

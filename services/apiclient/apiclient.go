@@ -94,6 +94,10 @@ func (c *Client) login(ctx context.Context) (*http.Cookie, error) {
 // authed runs a request with the session, logging in first when there is
 // none and once more when the server no longer accepts it.
 func (c *Client) authed(ctx context.Context, method, path string, out any) error {
+	return c.authedBody(ctx, method, path, nil, out)
+}
+
+func (c *Client) authedBody(ctx context.Context, method, path string, body []byte, out any) error {
 	for attempt := 0; ; attempt++ {
 		c.mu.Lock()
 		ck := c.session
@@ -104,7 +108,7 @@ func (c *Client) authed(ctx context.Context, method, path string, out any) error
 				return err
 			}
 		}
-		_, err := c.send(ctx, method, path, nil, ck, out)
+		_, err := c.send(ctx, method, path, body, ck, out)
 		var ae *APIError
 		if attempt == 0 && errors.As(err, &ae) && ae.StatusCode == http.StatusUnauthorized {
 			c.mu.Lock()
@@ -145,6 +149,24 @@ func (c *Client) Alerts(ctx context.Context) ([]unit.Alert, error) {
 	var alerts []unit.Alert
 	err := c.authed(ctx, http.MethodGet, "/api/v1/alerts", &alerts)
 	return alerts, err
+}
+
+// Networks returns the unit's shared networks.
+func (c *Client) Networks(ctx context.Context) ([]unit.Network, error) {
+	var nets []unit.Network
+	err := c.authed(ctx, http.MethodGet, "/api/v1/networks", &nets)
+	return nets, err
+}
+
+// RenameNetwork renames shared network id.
+func (c *Client) RenameNetwork(ctx context.Context, id int, name string) (unit.Network, error) {
+	body, err := json.Marshal(map[string]string{"name": name})
+	if err != nil {
+		return unit.Network{}, err
+	}
+	var n unit.Network
+	err = c.authedBody(ctx, http.MethodPatch, "/api/v1/networks/"+strconv.Itoa(id), body, &n)
+	return n, err
 }
 
 // Health returns the answering PM's health; it needs no credentials.

@@ -21,7 +21,31 @@ import (
 
 type fakeSource struct {
 	unit unit.Unit
+	nets []unit.Network
 	err  error
+}
+
+func (f *fakeSource) Networks(context.Context) ([]unit.Network, error) {
+	if f.err != nil {
+		return nil, f.err
+	}
+	return f.nets, nil
+}
+
+func (f *fakeSource) RenameNetwork(_ context.Context, id int, name string) (unit.Network, error) {
+	if f.err != nil {
+		return unit.Network{}, f.err
+	}
+	if name == "" {
+		return unit.Network{}, fmt.Errorf("%w: empty name", webui.ErrInvalid)
+	}
+	for i, n := range f.nets {
+		if n.ID == id {
+			f.nets[i].Name = name
+			return f.nets[i], nil
+		}
+	}
+	return unit.Network{}, webui.ErrNotFound
 }
 
 func (f *fakeSource) Unit(context.Context) (unit.Unit, error) { return f.unit, f.err }

@@ -29,6 +29,9 @@ Commands:
   pm list         the PMs of the unit
   pm show ID      one PM with its heartbeat paths and hardware
   alert list      the active alerts
+  network list    the shared networks with their port on each PM
+  network rename ID NAME
+                  give shared network ID a new name
 
 Flags (before the command):
 `
@@ -148,8 +151,47 @@ func parseCommand(args []string) (command, error) {
 			fetch: func(ctx context.Context, c *apiclient.Client) (any, error) { return c.Alerts(ctx) },
 			print: func(w io.Writer, v any) error { return printAlerts(w, v.([]unit.Alert)) },
 		}, nil
+	case len(args) == 2 && args[0] == "network" && args[1] == "list":
+		return command{
+			name:  words,
+			fetch: func(ctx context.Context, c *apiclient.Client) (any, error) { return c.Networks(ctx) },
+			print: func(w io.Writer, v any) error { return printNetworks(w, v.([]unit.Network)) },
+		}, nil
+	case len(args) >= 2 && args[0] == "network" && args[1] == "rename":
+		if len(args) != 4 {
+			return command{}, fmt.Errorf("%w: network rename takes a network id and a name", errUsage)
+		}
+		id, err := strconv.Atoi(args[2])
+		if err != nil || id < 1 {
+			return command{}, fmt.Errorf("%w: invalid network id %q: want a positive integer", errUsage, args[2])
+		}
+		return command{
+			name:  words,
+			fetch: func(ctx context.Context, c *apiclient.Client) (any, error) { return c.RenameNetwork(ctx, id, args[3]) },
+			print: func(w io.Writer, v any) error { return printNetworks(w, []unit.Network{v.(unit.Network)}) },
+		}, nil
 	}
 	return command{}, fmt.Errorf("%w: unknown command %q", errUsage, words)
+}
+
+func printNetworks(w io.Writer, nets []unit.Network) error {
+	tw := newTable(w)
+	fmt.Fprintln(tw, "ID\tNAME\tPM1 PORT\tPM2 PORT\tPROBLEM")
+	for _, n := range nets {
+		ports := map[int]string{}
+		for _, p := range n.Ports {
+			state := "down"
+			if p.Up && p.Carrier {
+				state = "up"
+			}
+			if p.SpeedMbps > 0 {
+				state += fmt.Sprintf(" %d Mb/s", p.SpeedMbps)
+			}
+			ports[p.PM] = p.Port + " (" + state + ")"
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\n", n.ID, n.Name, orDash(ports[1]), orDash(ports[2]), orDash(n.Problem))
+	}
+	return tw.Flush()
 }
 
 func printJSON(w io.Writer, v any) error {

@@ -18,7 +18,31 @@ import (
 
 type fakeSource struct {
 	unit unit.Unit
+	nets []unit.Network
 	err  error
+}
+
+func (f *fakeSource) Networks(context.Context) ([]unit.Network, error) {
+	if f.err != nil {
+		return nil, f.err
+	}
+	return f.nets, nil
+}
+
+func (f *fakeSource) RenameNetwork(_ context.Context, id int, name string) (unit.Network, error) {
+	if f.err != nil {
+		return unit.Network{}, f.err
+	}
+	if name == "" {
+		return unit.Network{}, fmt.Errorf("%w: empty name", webui.ErrInvalid)
+	}
+	for i, n := range f.nets {
+		if n.ID == id {
+			f.nets[i].Name = name
+			return f.nets[i], nil
+		}
+	}
+	return unit.Network{}, webui.ErrNotFound
 }
 
 func (f *fakeSource) Unit(context.Context) (unit.Unit, error) { return f.unit, f.err }
@@ -285,5 +309,38 @@ func TestEnvDefaults(t *testing.T) {
 	}
 	if code, _, errOut := runCmd(t, noPassword, "--password", "secret", "pm", "list"); code != 0 {
 		t.Errorf("--password: exit %d, stderr %q", code, errOut)
+	}
+}
+
+func TestNetworkCommands(t *testing.T) {
+	src := &fakeSource{unit: testUnit(), nets: []unit.Network{
+		{ID: 1, Name: "network1", Ports: []unit.NetworkPort{{PM: 1, Port: "biz1", Up: true, Carrier: true, SpeedMbps: 1000}, {PM: 2, Port: "biz2", Up: true, Carrier: true, SpeedMbps: 1000}}},
+		{ID: 2, Name: "network2", Ports: []unit.NetworkPort{{PM: 1, Port: "biz2"}}, Problem: "pm1 biz2: no peer port in the same L2 domain"},
+	}}
+	env := start(t, src)
+	for _, tc := range []struct {
+		args []string
+		code int
+		want []string
+	}{
+		{[]string{"network", "list"}, 0, []string{"network1", "biz1 (up 1000 Mb/s)", "biz2 (up 1000 Mb/s)", "biz2 (down)", "no peer port"}},
+		{[]string{"network", "rename", "1", "office"}, 0, []string{"office"}},
+		{[]string{"network", "rename", "7", "x"}, 1, []string{"network 7 not found"}},
+		{[]string{"network", "rename", "x", "y"}, 2, []string{"invalid network id"}},
+		{[]string{"network", "rename", "1"}, 2, []string{"takes a network id and a name"}},
+	} {
+		code, stdout, stderr := runCmd(t, env, tc.args...)
+		got := stdout + stderr
+		if code != tc.code {
+			t.Errorf("%v: exit %d, want %d: %s", tc.args, code, tc.code, got)
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(got, w) {
+				t.Errorf("%v: output lacks %q:\n%s", tc.args, w, got)
+			}
+		}
+	}
+	if src.nets[0].Name != "office" {
+		t.Errorf("rename did not reach the unit: %+v", src.nets[0])
 	}
 }
