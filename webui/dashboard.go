@@ -19,7 +19,7 @@ func parsePages() (*template.Template, error) {
 	t, err := template.New("pages").Funcs(template.FuncMap{
 		"uptime":     unit.FormatUptime,
 		"token":      classToken,
-		"primary":    primaryName,
+		"primary":    unit.Unit.PrimaryName,
 		"pathsOf":    displayPaths,
 		"formatTime": formatTime,
 	}).ParseFS(assets, "assets/templates/*.html")
@@ -102,18 +102,6 @@ func classToken(s string) string {
 		dash = true
 	}
 	return b.String()
-}
-
-func primaryName(u unit.Unit) string {
-	if u.Primary == 0 {
-		return "none"
-	}
-	for _, pm := range u.PMs {
-		if pm.ID == u.Primary && pm.Name != "" {
-			return fmt.Sprintf("%s (PM %d)", pm.Name, pm.ID)
-		}
-	}
-	return fmt.Sprintf("PM %d", u.Primary)
 }
 
 // displayPaths lists priv0 and ibiz0 first, always, so a missing path shows

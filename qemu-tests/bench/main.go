@@ -181,7 +181,7 @@ func measureUnit(ctx context.Context, log *slog.Logger, out string) (_ []sample,
 		if pms, err = poll.PMs(ctx); err != nil {
 			return false, err
 		}
-		err = formed(pms)
+		err = unit.Formed(pms)
 		return err == nil, err
 	})
 	if err != nil {
@@ -255,34 +255,6 @@ func apiLatency(ctx context.Context, name string, c *apiclient.Client) ([]sample
 		{name + "_ms", median(ms), "ms"},
 		{name + "_p95_ms", percentile(ms, 95), "ms"},
 	}, nil
-}
-
-func formed(pms []unit.PM) error {
-	if len(pms) != 2 {
-		return fmt.Errorf("%d PMs", len(pms))
-	}
-	primaries := 0
-	for _, pm := range pms {
-		if pm.State != unit.PMRunning {
-			return fmt.Errorf("%s is %s", pm.Name, pm.State)
-		}
-		if pm.Role == unit.RolePrimary {
-			primaries++
-		}
-		up := map[string]bool{}
-		for _, p := range pm.Paths {
-			up[p.Name] = p.Up
-		}
-		for _, name := range []string{unit.PathPriv0, unit.PathIbiz0} {
-			if !up[name] {
-				return fmt.Errorf("%s sees path %s down", pm.Name, name)
-			}
-		}
-	}
-	if primaries != 1 {
-		return fmt.Errorf("%d primaries", primaries)
-	}
-	return nil
 }
 
 // primaryOf is the id of the primary of a formed unit.

@@ -47,34 +47,12 @@ func waitFormed(t *testing.T, ctx context.Context, c *apiclient.Client) []unit.P
 		if err != nil {
 			return false, err
 		}
-		return formed(pms) == nil, formed(pms)
+		return unit.Formed(pms) == nil, unit.Formed(pms)
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return pms
-}
-
-func formed(pms []unit.PM) error {
-	if len(pms) != 2 {
-		return fmt.Errorf("%d PMs", len(pms))
-	}
-	primaries := 0
-	for _, pm := range pms {
-		if pm.State != unit.PMRunning {
-			return fmt.Errorf("%s is %s", pm.Name, pm.State)
-		}
-		if pm.Role == unit.RolePrimary {
-			primaries++
-		}
-		if err := pathsAre(pm, map[string]bool{unit.PathPriv0: true, unit.PathIbiz0: true}); err != nil {
-			return err
-		}
-	}
-	if primaries != 1 {
-		return fmt.Errorf("%d primaries", primaries)
-	}
-	return nil
 }
 
 func pathsAre(pm unit.PM, want map[string]bool) error {

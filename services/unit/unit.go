@@ -166,3 +166,50 @@ func FormatUptime(seconds float64) string {
 		return fmt.Sprintf("%ds", s)
 	}
 }
+
+// PrimaryName names the primary PM for people: "pm1 (PM 1)", or "none".
+func (u Unit) PrimaryName() string {
+	if u.Primary == 0 {
+		return "none"
+	}
+	for _, pm := range u.PMs {
+		if pm.ID == u.Primary && pm.Name != "" {
+			return fmt.Sprintf("%s (PM %d)", pm.Name, pm.ID)
+		}
+	}
+	return fmt.Sprintf("PM %d", u.Primary)
+}
+
+// Formed reports why pms are not a fully formed unit: two PMs running,
+// exactly one primary, and every heartbeat path (priv0 and ibiz0 at least)
+// up as each PM sees it; nil when they are.
+func Formed(pms []PM) error {
+	if len(pms) != 2 {
+		return fmt.Errorf("%d PMs", len(pms))
+	}
+	primaries := 0
+	for _, pm := range pms {
+		if pm.State != PMRunning {
+			return fmt.Errorf("%s is %s", pm.Name, pm.State)
+		}
+		if pm.Role == RolePrimary {
+			primaries++
+		}
+		seen := map[string]bool{}
+		for _, p := range pm.Paths {
+			if !p.Up {
+				return fmt.Errorf("%s sees heartbeat path %s down", pm.Name, p.Name)
+			}
+			seen[p.Name] = true
+		}
+		for _, name := range []string{PathPriv0, PathIbiz0} {
+			if !seen[name] {
+				return fmt.Errorf("%s reports no heartbeat path %s", pm.Name, name)
+			}
+		}
+	}
+	if primaries != 1 {
+		return fmt.Errorf("%d primaries", primaries)
+	}
+	return nil
+}

@@ -208,7 +208,7 @@ func printUnit(w io.Writer, u unit.Unit) error {
 	tw := newTable(w)
 	fmt.Fprintf(tw, "Name:\t%s\n", orDash(u.Name))
 	fmt.Fprintf(tw, "Management IP:\t%s\n", orDash(u.ManagementIP))
-	fmt.Fprintf(tw, "Primary:\t%s\n", primaryName(u))
+	fmt.Fprintf(tw, "Primary:\t%s\n", u.PrimaryName())
 	fmt.Fprintf(tw, "Epoch:\t%d\n", u.Epoch)
 	fmt.Fprintf(tw, "Image version:\t%s\n", orDash(u.ImageVersion))
 	fmt.Fprintf(tw, "Time:\t%s\n", formatTime(u.Time))
@@ -288,18 +288,6 @@ func printAlerts(w io.Writer, alerts []unit.Alert) error {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", a.Severity, orDash(a.Source), formatTime(a.Since), a.Message)
 	}
 	return tw.Flush()
-}
-
-func primaryName(u unit.Unit) string {
-	if u.Primary == 0 {
-		return "none"
-	}
-	for _, pm := range u.PMs {
-		if pm.ID == u.Primary && pm.Name != "" {
-			return fmt.Sprintf("%s (PM %d)", pm.Name, pm.ID)
-		}
-	}
-	return fmt.Sprintf("PM %d", u.Primary)
 }
 
 // pathState shows a heartbeat path as up or down; "-" when the PM did not
