@@ -3,6 +3,7 @@ package harness
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -10,6 +11,9 @@ import (
 
 func TestWaitFor(t *testing.T) {
 	errBooting := errors.New("connection refused")
+	// errCut makes the call block until the wait ends, like a request the
+	// deadline interrupts, and fail with the context's error.
+	errCut := errors.New("cut")
 	tests := []struct {
 		name    string
 		timeout time.Duration
@@ -48,15 +52,33 @@ func TestWaitFor(t *testing.T) {
 			name:    "true with an error is not done",
 			timeout: 3 * PollInterval,
 			cond:    func(int) (bool, error) { return true, errBooting },
-			wantErr: []string{"connection refused"},
+			wantErr: []string{"the condition held but came with an error", "connection refused"},
+		},
+		{
+			// The state the wait was for, not the request the deadline
+			// interrupted.
+			name:    "a call cut short by the deadline keeps the error before it",
+			timeout: 3 * PollInterval,
+			cond: func(calls int) (bool, error) {
+				if calls == 0 {
+					return false, errors.New("replication path ibiz0")
+				}
+				return false, errCut
+			},
+			wantErr: []string{"last error: replication path ibiz0"},
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			calls := 0
-			err := WaitFor(t.Context(), tt.timeout, "the thing", func(context.Context) (bool, error) {
+			err := WaitFor(t.Context(), tt.timeout, "the thing", func(ctx context.Context) (bool, error) {
 				defer func() { calls++ }()
-				return tt.cond(calls)
+				ok, err := tt.cond(calls)
+				if errors.Is(err, errCut) {
+					<-ctx.Done()
+					return false, fmt.Errorf("GET /api/v1/unit: %w", ctx.Err())
+				}
+				return ok, err
 			})
 			if tt.wantErr == nil {
 				if err != nil {
