@@ -95,7 +95,7 @@ func TestBondMemberLoss(t *testing.T) {
 			return false, err
 		}
 		m, _ := findLink(pm, active)
-		return m.Carrier, fmt.Errorf("member %+v", m)
+		return met(m.Carrier, "member %+v", m)
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -134,7 +134,7 @@ func TestSharedNetworkPairing(t *testing.T) {
 				return false, fmt.Errorf("pm1 %s: %+v (all %+v)", pm1, n, nets)
 			}
 		}
-		return len(nets) == 2, fmt.Errorf("%d networks", len(nets))
+		return met(len(nets) == 2, "%d networks", len(nets))
 	}
 	if err := harness.WaitFor(ctx, 2*time.Minute, "two shared networks, paired across the crossed cables", paired); err != nil {
 		t.Fatal(err)
@@ -219,7 +219,7 @@ func TestManagementIPFollowsPrimary(t *testing.T) {
 		if err != nil {
 			return false, err
 		}
-		return h.PM == survivor && h.Role == unit.RolePrimary, fmt.Errorf("health %+v", h)
+		return met(h.PM == survivor && h.Role == unit.RolePrimary, "health %+v", h)
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -255,8 +255,8 @@ func TestPrivateLinkFallback(t *testing.T) {
 				return false, err
 			}
 			has := slices.ContainsFunc(un.Alerts, func(a unit.Alert) bool { return a.ID == "replication-on-ibiz0" })
-			return un.ReplicationPath == want && has == alert,
-				fmt.Errorf("replication path %q, fallback alert %v", un.ReplicationPath, has)
+			return met(un.ReplicationPath == want && has == alert,
+				"replication path %q, fallback alert %v", un.ReplicationPath, has)
 		}
 	}
 	// A change must reach the secondary over the path in use.
@@ -281,7 +281,7 @@ func TestPrivateLinkFallback(t *testing.T) {
 			if err != nil {
 				return false, err
 			}
-			return pms[0].DatabaseSeq == pms[1].DatabaseSeq, fmt.Errorf("positions %d, %d", pms[0].DatabaseSeq, pms[1].DatabaseSeq)
+			return met(pms[0].DatabaseSeq == pms[1].DatabaseSeq, "positions %d, %d", pms[0].DatabaseSeq, pms[1].DatabaseSeq)
 		})
 		if err != nil {
 			t.Fatal(err)

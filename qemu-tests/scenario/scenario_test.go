@@ -68,6 +68,16 @@ func pathsAre(pm unit.PM, want map[string]bool) error {
 	return nil
 }
 
+// met is the answer of a harness.WaitFor condition: met, or not yet and
+// why. WaitFor takes any error for "not yet", so a condition that returns
+// its reason together with true never ends the wait.
+func met(ok bool, format string, args ...any) (bool, error) {
+	if ok {
+		return true, nil
+	}
+	return false, fmt.Errorf(format, args...)
+}
+
 func primaryOf(pms []unit.PM) unit.PM {
 	for _, pm := range pms {
 		if pm.Role == unit.RolePrimary {
