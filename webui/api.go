@@ -141,3 +141,24 @@ func (s *Server) renameNetwork(c *gin.Context) {
 		c.JSON(http.StatusOK, n)
 	}
 }
+
+func (s *Server) fixNetwork(c *gin.Context) {
+	raw := c.Param("id")
+	id, err := strconv.Atoi(raw)
+	if err != nil || id < 1 {
+		apiError(c, http.StatusBadRequest, "invalid network id "+strconv.Quote(raw)+": want a positive integer")
+		return
+	}
+	n, err := s.cfg.Source.FixNetwork(c.Request.Context(), id)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		apiError(c, http.StatusNotFound, "network "+strconv.Itoa(id)+" not found")
+	case errors.Is(err, ErrConflict):
+		apiError(c, http.StatusConflict, err.Error())
+	case err != nil:
+		s.log.Error("webui: fixing network", "network", id, "err", err)
+		apiError(c, http.StatusInternalServerError, "cannot fix network "+strconv.Itoa(id)+": "+err.Error())
+	default:
+		c.JSON(http.StatusOK, n)
+	}
+}

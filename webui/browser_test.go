@@ -44,6 +44,10 @@ func (c *countingSource) Networks(ctx context.Context) ([]unit.Network, error) {
 	return nil, nil
 }
 
+func (c *countingSource) FixNetwork(ctx context.Context, id int) (unit.Network, error) {
+	return unit.Network{}, ErrNotFound
+}
+
 func (c *countingSource) RenameNetwork(ctx context.Context, id int, name string) (unit.Network, error) {
 	return unit.Network{}, ErrNotFound
 }

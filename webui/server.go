@@ -38,7 +38,14 @@ type Source interface {
 	// RenameNetwork renames a shared network; ErrNotFound for an unknown
 	// id, ErrInvalid (wrapped with the reason) for a name it refuses.
 	RenameNetwork(ctx context.Context, id int, name string) (unit.Network, error)
+	// FixNetwork pairs a shared network with a problem again; ErrConflict
+	// (wrapped with the reason) when the problem remains.
+	FixNetwork(ctx context.Context, id int) (unit.Network, error)
 }
+
+// ErrConflict is what a Source returns (wrapped, with the reason) when the
+// state of the unit does not allow the request; the API answers 409.
+var ErrConflict = errors.New("conflict")
 
 // ErrInvalid is what a Source returns (wrapped, with the reason) for a
 // request it refuses; the API answers 400 with the message.
@@ -144,6 +151,7 @@ func (s *Server) routes() (*gin.Engine, error) {
 	authed.GET("/alerts", s.alerts)
 	authed.GET("/networks", s.networks)
 	authed.PATCH("/networks/:id", s.renameNetwork)
+	authed.POST("/networks/:id/actions/fix", s.fixNetwork)
 
 	e.NoRoute(func(c *gin.Context) {
 		if isAPI(c.Request) {

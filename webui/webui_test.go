@@ -33,6 +33,18 @@ func (f *fakeSource) Networks(context.Context) ([]unit.Network, error) {
 	return f.nets, nil
 }
 
+func (f *fakeSource) FixNetwork(_ context.Context, id int) (unit.Network, error) {
+	for _, n := range f.nets {
+		if n.ID == id {
+			if n.Problem != "" {
+				return unit.Network{}, fmt.Errorf("%w: %s", ErrConflict, n.Problem)
+			}
+			return n, nil
+		}
+	}
+	return unit.Network{}, ErrNotFound
+}
+
 func (f *fakeSource) RenameNetwork(_ context.Context, id int, name string) (unit.Network, error) {
 	if f.err != nil {
 		return unit.Network{}, f.err
@@ -625,6 +637,9 @@ func TestNetworksAPI(t *testing.T) {
 		{"PATCH", "/api/v1/networks/1", `{"name":"a","id":3}`, 400, "unknown field"},
 		{"PATCH", "/api/v1/networks/1", `{"name":"a"} {}`, 400, "trailing data"},
 		{"PATCH", "/api/v1/networks/1", `{"name":"` + strings.Repeat("a", 5000) + `"}`, 400, "invalid body"},
+		{"POST", "/api/v1/networks/2/actions/fix", "", 409, "no peer port"},
+		{"POST", "/api/v1/networks/1/actions/fix", "", 200, `"id":1`},
+		{"POST", "/api/v1/networks/9/actions/fix", "", 404, "not found"},
 	}
 	for _, tt := range tests {
 		w := do(t, h, tt.method, tt.target, tt.body, auth)

@@ -165,6 +165,41 @@ func TestSharedNetworkPairing(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// A cable pulled: the network reports it and raises an alert; plugged
+	// back, Fix pairs it again.
+	if err := u.PM(2).SetLink(ctx, "biz2", false); err != nil { // crossed: pm2's biz2 NIC is on pm1's biz1 segment
+		t.Fatal(err)
+	}
+	err = harness.WaitFor(ctx, time.Minute, "the office network's problem and alert", func(ctx context.Context) (bool, error) {
+		un, err := c.Unit(ctx)
+		if err != nil {
+			return false, err
+		}
+		nets, err := c.Networks(ctx)
+		if err != nil {
+			return false, err
+		}
+		n := networksByPM1Port(nets)["biz1"]
+		alert := slices.ContainsFunc(un.Alerts, func(a unit.Alert) bool { return a.ID == fmt.Sprintf("shared-network/%d", n.ID) })
+		return met(n.Problem != "" && alert, "network %+v, alert %v", n, alert)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := u.PM(2).SetLink(ctx, "biz2", true); err != nil {
+		t.Fatal(err)
+	}
+	err = harness.WaitFor(ctx, time.Minute, "Fix to pair the office network again", func(ctx context.Context) (bool, error) {
+		n, err := c.FixNetwork(ctx, office.ID)
+		if err != nil {
+			return false, err
+		}
+		return met(n.Problem == "" && len(n.Ports) == 2 && n.Name == "office", "network %+v", n)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
 	// Both PMs reboot; the name stays.
 	for _, pm := range u.PMs() {
 		if err := pm.PowerDown(ctx); err != nil {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"sort"
 	"strconv"
 	"time"
@@ -31,7 +32,7 @@ func (c *consoleServer) Close() {
 	c.srv.Shutdown(ctx)
 }
 
-func (a *Agent) startConsole() (*consoleServer, error) {
+func (a *Agent) startConsole(ip netip.Addr) (*consoleServer, error) {
 	ui, err := webui.New(webui.Config{
 		Source:     a,
 		Users:      users{a.db},
@@ -43,7 +44,7 @@ func (a *Agent) startConsole() (*consoleServer, error) {
 	if err != nil {
 		return nil, err
 	}
-	addr := net.JoinHostPort(a.cfg.Mgmt.Addr().String(), fmt.Sprint(ConsolePort))
+	addr := net.JoinHostPort(ip.String(), fmt.Sprint(ConsolePort))
 	var ln net.Listener
 	// The address was just added; the kernel may still be settling it.
 	deadline := time.Now().Add(5 * time.Second)
@@ -86,8 +87,11 @@ func (a *Agent) Unit(ctx context.Context) (unit.Unit, error) {
 	}
 	a.mu.Lock()
 	u := unit.Unit{
-		Name: a.cfg.Unit, ManagementIP: a.cfg.Mgmt.Addr().String(), Epoch: a.epoch,
+		Name: a.cfg.Unit, Epoch: a.epoch,
 		ImageVersion: a.opt.Version, PMs: pms, Time: time.Now().UTC(),
+	}
+	if p := a.mgmt4(); p.IsValid() {
+		u.ManagementIP = p.Addr().String()
 	}
 	if a.role == unit.RolePrimary {
 		u.Primary = a.cfg.Node
@@ -100,7 +104,7 @@ func (a *Agent) Unit(ctx context.Context) (unit.Unit, error) {
 			if n.Problem != "" {
 				u.Alerts = append(u.Alerts, unit.Alert{
 					ID: "shared-network/" + strconv.Itoa(n.ID), Severity: unit.SevWarning, Source: "network",
-					Message: fmt.Sprintf("Shared network %s: %s", n.Name, n.Problem),
+					Message: fmt.Sprintf("Shared network %s: %s. Fix the cabling, then Fix: dyadctl network fix %d", n.Name, n.Problem, n.ID),
 					Since:   u.Time,
 				})
 			}

@@ -209,6 +209,60 @@ func (a *Agent) RenameNetwork(ctx context.Context, id int, name string) (unit.Ne
 	}); err != nil {
 		return unit.Network{}, err
 	}
+	return a.network(ctx, id)
+}
+
+// FixNetwork implements webui.Source: the operator has fixed the cabling of
+// a shared network with a problem and asks to pair it again now. Stale
+// probes are dropped and pairing is re-run until the network is clean or a
+// full probe period passes; the answer is the network, or ErrConflict with
+// the problem that remains.
+func (a *Agent) FixNetwork(ctx context.Context, id int) (unit.Network, error) {
+	find := func() (sharedNetwork, error) {
+		nets, err := a.sharedNetworks()
+		if err != nil {
+			return sharedNetwork{}, err
+		}
+		for _, n := range nets {
+			if n.ID == id {
+				return n, nil
+			}
+		}
+		return sharedNetwork{}, fmt.Errorf("network %d: %w", id, webui.ErrNotFound)
+	}
+	n, err := find()
+	if err != nil {
+		return unit.Network{}, err
+	}
+	if n.Problem == "" {
+		return a.network(ctx, id)
+	}
+	a.mu.Lock()
+	clear(a.heard)
+	a.mu.Unlock()
+	ctx, cancel := context.WithTimeout(ctx, probeFresh+3*probeInterval)
+	defer cancel()
+	t := time.NewTicker(probeInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return unit.Network{}, fmt.Errorf("%w: network %s still has a problem: %s; check its cabling", webui.ErrConflict, n.Name, n.Problem)
+		case <-t.C:
+		}
+		a.reconcile(ctx)
+		if n, err = find(); err != nil {
+			// Re-pairing may give the ports a new network.
+			return unit.Network{}, fmt.Errorf("%w: network %d was replaced while pairing again; list the networks", webui.ErrConflict, id)
+		}
+		if n.Problem == "" {
+			return a.network(ctx, id)
+		}
+	}
+}
+
+// network is one shared network as the API shows it.
+func (a *Agent) network(ctx context.Context, id int) (unit.Network, error) {
 	all, err := a.Networks(ctx)
 	if err != nil {
 		return unit.Network{}, err

@@ -169,6 +169,14 @@ func (c *Client) RenameNetwork(ctx context.Context, id int, name string) (unit.N
 	return n, err
 }
 
+// FixNetwork pairs shared network id again after its cabling was fixed; an
+// *APIError with StatusCode 409 says what problem remains.
+func (c *Client) FixNetwork(ctx context.Context, id int) (unit.Network, error) {
+	var n unit.Network
+	err := c.authedBody(ctx, http.MethodPost, "/api/v1/networks/"+strconv.Itoa(id)+"/actions/fix", nil, &n)
+	return n, err
+}
+
 // Health returns the answering PM's health; it needs no credentials.
 func (c *Client) Health(ctx context.Context) (Health, error) {
 	var h Health

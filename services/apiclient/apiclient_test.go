@@ -32,6 +32,18 @@ func (f *fakeSource) Networks(context.Context) ([]unit.Network, error) {
 	return f.nets, nil
 }
 
+func (f *fakeSource) FixNetwork(_ context.Context, id int) (unit.Network, error) {
+	for _, n := range f.nets {
+		if n.ID == id {
+			if n.Problem != "" {
+				return unit.Network{}, fmt.Errorf("%w: %s", webui.ErrConflict, n.Problem)
+			}
+			return n, nil
+		}
+	}
+	return unit.Network{}, webui.ErrNotFound
+}
+
 func (f *fakeSource) RenameNetwork(_ context.Context, id int, name string) (unit.Network, error) {
 	if f.err != nil {
 		return unit.Network{}, f.err

@@ -32,6 +32,7 @@ Commands:
   network list    the shared networks with their port on each PM
   network rename ID NAME
                   give shared network ID a new name
+  network fix ID  pair shared network ID again after fixing its cabling
 
 Flags (before the command):
 `
@@ -156,6 +157,19 @@ func parseCommand(args []string) (command, error) {
 			name:  words,
 			fetch: func(ctx context.Context, c *apiclient.Client) (any, error) { return c.Networks(ctx) },
 			print: func(w io.Writer, v any) error { return printNetworks(w, v.([]unit.Network)) },
+		}, nil
+	case len(args) >= 2 && args[0] == "network" && args[1] == "fix":
+		if len(args) != 3 {
+			return command{}, fmt.Errorf("%w: network fix takes a network id", errUsage)
+		}
+		id, err := strconv.Atoi(args[2])
+		if err != nil || id < 1 {
+			return command{}, fmt.Errorf("%w: invalid network id %q: want a positive integer", errUsage, args[2])
+		}
+		return command{
+			name:  words,
+			fetch: func(ctx context.Context, c *apiclient.Client) (any, error) { return c.FixNetwork(ctx, id) },
+			print: func(w io.Writer, v any) error { return printNetworks(w, []unit.Network{v.(unit.Network)}) },
 		}, nil
 	case len(args) >= 2 && args[0] == "network" && args[1] == "rename":
 		if len(args) != 4 {

@@ -29,6 +29,18 @@ func (f *fakeSource) Networks(context.Context) ([]unit.Network, error) {
 	return f.nets, nil
 }
 
+func (f *fakeSource) FixNetwork(_ context.Context, id int) (unit.Network, error) {
+	for _, n := range f.nets {
+		if n.ID == id {
+			if n.Problem != "" {
+				return unit.Network{}, fmt.Errorf("%w: %s", webui.ErrConflict, n.Problem)
+			}
+			return n, nil
+		}
+	}
+	return unit.Network{}, webui.ErrNotFound
+}
+
 func (f *fakeSource) RenameNetwork(_ context.Context, id int, name string) (unit.Network, error) {
 	if f.err != nil {
 		return unit.Network{}, f.err
@@ -328,6 +340,8 @@ func TestNetworkCommands(t *testing.T) {
 		{[]string{"network", "rename", "7", "x"}, 1, []string{"network 7 not found"}},
 		{[]string{"network", "rename", "x", "y"}, 2, []string{"invalid network id"}},
 		{[]string{"network", "rename", "1"}, 2, []string{"takes a network id and a name"}},
+		{[]string{"network", "fix", "2"}, 1, []string{"409", "no peer port"}},
+		{[]string{"network", "fix", "1"}, 0, []string{"office", "biz1 (up 1000 Mb/s)"}},
 	} {
 		code, stdout, stderr := runCmd(t, env, tc.args...)
 		got := stdout + stderr
