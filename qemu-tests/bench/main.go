@@ -1,7 +1,8 @@
 // Command bench boots a two-PM Dyad unit in QEMU from the built image and
-// measures it: image size, boot time, formation time, API latency and the
-// time the survivor takes to serve the management IP after the primary
-// loses power. Each number is printed as "BENCH <name> <value> <unit>" and
+// measures it: image size, boot time, formation time, API latency, the
+// time the primary takes to declare a cut-off secondary lost, and the time
+// the survivor takes to serve the management IP after the primary loses
+// power. Each number is printed as "BENCH <name> <value> <unit>" and
 // appended to a file per UTC day in the results directory:
 //
 //	go run ./qemu-tests/bench [-out out] [-results bench/results] [-repeat N]
@@ -22,6 +23,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -37,6 +39,8 @@ const (
 	bootTimeout     = 5 * time.Minute // start to health, and start to formed
 	syncTimeout     = time.Minute     // secondary's unit database in step
 	takeoverTimeout = 2 * time.Minute
+	peerLossTimeout = time.Minute     // links cut to the peer declared broken
+	reformTimeout   = 2 * time.Minute // links back to formed and in step
 	requestTimeout  = 2 * time.Second // any single API request
 )
 
@@ -199,42 +203,146 @@ func measureUnit(ctx context.Context, log *slog.Logger, out string) (_ []sample,
 	}
 	s = append(s, lat...)
 
+	// Before the power-off: it needs both PMs, and the unit is formed
+	// again before the primary fails.
+	peer, err := peerLoss(ctx, log, u, poll, primaryOf(pms))
+	if err != nil {
+		return nil, "", err
+	}
+	s = append(s, peer)
+
 	// Fail the primary in steady state, as a real failure would find it.
-	err = harness.WaitFor(ctx, syncTimeout, "the secondary's unit database in step", func(ctx context.Context) (bool, error) {
+	if pms, err = waitSteady(ctx, poll, syncTimeout, "the unit formed with the secondary's unit database in step"); err != nil {
+		return nil, "", err
+	}
+	takeover, err := primaryTakeover(ctx, log, u, poll, primaryOf(pms))
+	if err != nil {
+		return nil, "", err
+	}
+	s = append(s, takeover...)
+	return s, u.Accel(), nil
+}
+
+// peerLoss cuts every link of the secondary and times how long the primary
+// takes to declare it broken, as peer_loss_detect_seconds. It then plugs the
+// links back and waits until the unit is formed and in step again. Cut off,
+// the secondary promotes itself too; the epochs settle that once the links
+// are back, which is why the wait is for a formed unit and not just for the
+// links.
+func peerLoss(ctx context.Context, log *slog.Logger, u *harness.Unit, poll *apiclient.Client, primary int) (sample, error) {
+	secondary := 3 - primary
+	links := []string{harness.LinkPriv0, harness.LinkIbiz0}
+	log.Info("cutting every link of the secondary", "pm", secondary, "links", links)
+	cut := time.Now()
+	for _, l := range links {
+		if err := u.PM(secondary).SetLink(ctx, l, false); err != nil {
+			return sample{}, fmt.Errorf("peer loss: %w", err)
+		}
+	}
+	// The primary keeps its links, so the management IP stays its own.
+	err := harness.WaitFor(ctx, peerLossTimeout, fmt.Sprintf("pm%d to report pm%d broken", primary, secondary), func(ctx context.Context) (bool, error) {
 		pms, err := poll.PMs(ctx)
 		if err != nil {
 			return false, err
 		}
-		if len(pms) != 2 || pms[0].DatabaseSeq == 0 || pms[0].DatabaseSeq != pms[1].DatabaseSeq {
+		for _, pm := range pms {
+			if pm.ID == secondary {
+				if pm.State != unit.PMBroken {
+					return false, fmt.Errorf("pm%d is %s", secondary, pm.State)
+				}
+				return true, nil
+			}
+		}
+		return false, fmt.Errorf("pm%d not listed", secondary)
+	})
+	if err != nil {
+		return sample{}, fmt.Errorf("peer loss: %w", err)
+	}
+	detected := sample{"peer_loss_detect_seconds", time.Since(cut).Seconds(), "s"}
+
+	log.Info("plugging the secondary's links back", "pm", secondary)
+	for _, l := range links {
+		if err := u.PM(secondary).SetLink(ctx, l, true); err != nil {
+			return sample{}, fmt.Errorf("peer loss: restoring: %w", err)
+		}
+	}
+	if _, err := waitSteady(ctx, poll, reformTimeout, "the unit to form again after the secondary's links came back"); err != nil {
+		return sample{}, fmt.Errorf("peer loss: %w", err)
+	}
+	return detected, nil
+}
+
+// waitSteady waits until the unit is formed and both PMs hold the same
+// unit database position, and returns the PMs as last seen.
+func waitSteady(ctx context.Context, poll *apiclient.Client, timeout time.Duration, what string) ([]unit.PM, error) {
+	var pms []unit.PM
+	err := harness.WaitFor(ctx, timeout, what, func(ctx context.Context) (bool, error) {
+		var err error
+		if pms, err = poll.PMs(ctx); err != nil {
+			return false, err
+		}
+		if err := unit.Formed(pms); err != nil {
+			return false, err
+		}
+		if pms[0].DatabaseSeq == 0 || pms[0].DatabaseSeq != pms[1].DatabaseSeq {
 			return false, fmt.Errorf("database positions %v", seqs(pms))
 		}
 		return true, nil
 	})
-	if err != nil {
-		return nil, "", err
-	}
-	lost := primaryOf(pms)
+	return pms, err
+}
+
+// primaryTakeover powers off the primary and times, from that moment, the
+// survivor answering GET /api/v1/unit as primary (primary_takeover_seconds)
+// and GET /api/v1/health on the management IP as itself
+// (mgmt_ip_takeover_seconds). Both are polled at once so that neither
+// poll's latency delays the other's clock.
+func primaryTakeover(ctx context.Context, log *slog.Logger, u *harness.Unit, poll *apiclient.Client, lost int) ([]sample, error) {
 	survivor := 3 - lost
 	log.Info("powering off the primary", "pm", lost)
 	failed := time.Now()
 	if err := u.PM(lost).PowerOff(ctx); err != nil {
-		return nil, "", err
+		return nil, err
 	}
-	err = harness.WaitFor(ctx, takeoverTimeout, fmt.Sprintf("pm%d to answer as primary on the management IP", survivor), func(ctx context.Context) (bool, error) {
-		un, err := poll.Unit(ctx)
-		if err != nil {
-			return false, err
-		}
-		if un.Primary != survivor {
-			return false, fmt.Errorf("primary is pm%d", un.Primary)
-		}
-		return true, nil
+	var (
+		wg                 sync.WaitGroup
+		unitDone, mgmtDone time.Duration
+		unitErr, mgmtErr   error
+	)
+	wg.Go(func() {
+		unitErr = harness.WaitFor(ctx, takeoverTimeout, fmt.Sprintf("pm%d to answer as primary on the management IP", survivor), func(ctx context.Context) (bool, error) {
+			un, err := poll.Unit(ctx)
+			if err != nil {
+				return false, err
+			}
+			if un.Primary != survivor {
+				return false, fmt.Errorf("primary is pm%d", un.Primary)
+			}
+			return true, nil
+		})
+		unitDone = time.Since(failed)
 	})
-	if err != nil {
-		return nil, "", err
+	wg.Go(func() {
+		mgmtErr = harness.WaitFor(ctx, takeoverTimeout, fmt.Sprintf("GET /api/v1/health on the management IP to answer from pm%d", survivor), func(ctx context.Context) (bool, error) {
+			h, err := poll.Health(ctx)
+			if err != nil {
+				return false, err
+			}
+			if h.PM != survivor {
+				return false, fmt.Errorf("answered by pm%d", h.PM)
+			}
+			return true, nil
+		})
+		mgmtDone = time.Since(failed)
+	})
+	wg.Wait()
+	if err := errors.Join(unitErr, mgmtErr); err != nil {
+		return nil, err
 	}
-	s = append(s, sample{"primary_takeover_seconds", time.Since(failed).Seconds(), "s"})
-	return s, u.Accel(), nil
+	return []sample{
+		{"primary_takeover_seconds", unitDone.Seconds(), "s"},
+		{"mgmt_ip_takeover_seconds", mgmtDone.Seconds(), "s"},
+	}, nil
 }
 
 // apiLatency times sequential authenticated GET /api/v1/pms over a kept-alive
