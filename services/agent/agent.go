@@ -51,7 +51,10 @@ type Options struct {
 	// Hardware returns the PM's hardware inventory.
 	Hardware func(ctx context.Context) (any, error)
 	Net      Network
-	Log      *slog.Logger
+	// Leases leases the management address when it is configured as
+	// DHCP; nil means the real client (DHCP).
+	Leases LeaseSource
+	Log    *slog.Logger
 	// DataPersistent is false when /data is not a disk (no data partition).
 	DataPersistent bool
 }
@@ -83,7 +86,10 @@ type Agent struct {
 	leaf  tls.Certificate
 	peerC *http.Client
 	hbKey []byte
-	start time.Time
+	// leases and clientID lease the management address (dyad.mgmt=dhcp).
+	leases   LeaseSource
+	clientID []byte
+	start    time.Time
 
 	mu    sync.Mutex
 	role  unit.Role
@@ -98,6 +104,12 @@ type Agent struct {
 	deposed  bool
 	hardware any
 	console  *consoleServer
+	// leased is the management address leased by DHCP that this PM holds.
+	leased netip.Prefix
+	// leaseStop ends the renewals of the lease; leaseDone is closed when
+	// they have ended.
+	leaseStop context.CancelFunc
+	leaseDone chan struct{}
 	// paths are the heartbeat paths in order of preference for replication
 	// and migration traffic: sync links, priv0, ibiz0.
 	paths []string
@@ -134,17 +146,22 @@ func New(opt Options) (*Agent, error) {
 	}
 	a := &Agent{
 		opt: opt, cfg: opt.Config, log: opt.Log, db: db, ca: ca, leaf: leaf,
-		paths: heartbeatPaths(opt.Config),
-		heard: map[string][]probe.Probe{},
-		hbKey: unitca.HeartbeatKey(opt.Config.UnitKey),
-		start: time.Now(),
-		role:  unit.RoleNone,
-		epoch: db.Position().Epoch,
+		paths:    heartbeatPaths(opt.Config),
+		heard:    map[string][]probe.Probe{},
+		hbKey:    unitca.HeartbeatKey(opt.Config.UnitKey),
+		leases:   opt.Leases,
+		clientID: dhcpClientID(opt.Config.UnitKey),
+		start:    time.Now(),
+		role:     unit.RoleNone,
+		epoch:    db.Position().Epoch,
 		// The peer takes from one boot of this PM only beats numbered above
 		// the last it took, and init restarts a crashed agent within the
 		// same boot: numbering from the uptime in milliseconds stays above
 		// anything the previous agent sent (one beat per BeatInterval).
 		seq: uint64(opt.Uptime().Milliseconds()),
+	}
+	if a.leases == nil {
+		a.leases = DHCP{}
 	}
 	a.mon = cluster.NewMonitor(DeadAfter, a.paths...)
 	a.noneSince = a.start
@@ -341,17 +358,7 @@ func (a *Agent) becomePrimary(ctx context.Context, epoch uint64) bool {
 	a.role, a.epoch, a.held = unit.RolePrimary, epoch, ""
 	a.syncedBoot = ""
 	a.mu.Unlock()
-	if err := a.opt.Net.HoldMgmt(ctx, a.mgmtAddrs()...); err != nil {
-		a.log.Error("management address", "addr", a.cfg.Mgmt, "err", err)
-	}
-	c, err := a.startConsole()
-	if err != nil {
-		a.log.Error("console", "err", err)
-		return true
-	}
-	a.mu.Lock()
-	a.console = c
-	a.mu.Unlock()
+	a.holdMgmt(ctx)
 	return true
 }
 
@@ -376,21 +383,24 @@ func (a *Agent) stepDownIfDeposed(ctx context.Context) bool {
 	return true
 }
 
-// stepDown gives up everything the primary holds.
+// stepDown gives up everything the primary holds. A leased management
+// address is removed but not released to the DHCP server: the binding is
+// the unit's, and the next primary asks for it with the same client
+// identifier.
 func (a *Agent) stepDown(ctx context.Context, reason string) {
+	a.stopLease()
+	a.closeConsole()
 	a.mu.Lock()
-	c := a.console
-	a.console = nil
 	wasPrimary := a.role == unit.RolePrimary
 	a.mu.Unlock()
-	if c != nil {
-		c.Close()
-	}
 	if wasPrimary {
 		a.log.Info("releasing the management address", "reason", reason)
 		if err := a.opt.Net.ReleaseMgmt(ctx, a.mgmtAddrs()...); err != nil {
 			a.log.Error("release management address", "err", err)
 		}
+		a.mu.Lock()
+		a.leased = netip.Prefix{}
+		a.mu.Unlock()
 	}
 }
 
@@ -440,15 +450,6 @@ func (a *Agent) replicationPath() string {
 		}
 	}
 	return ""
-}
-
-// mgmtAddrs are the management addresses the primary holds.
-func (a *Agent) mgmtAddrs() []netip.Prefix {
-	ps := []netip.Prefix{a.cfg.Mgmt}
-	if a.cfg.Mgmt6.IsValid() {
-		ps = append(ps, a.cfg.Mgmt6)
-	}
-	return ps
 }
 
 // ReadUptime reads the PM's uptime from /proc/uptime.

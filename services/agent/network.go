@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/dyad-ha/dyad/services/network"
+	"github.com/dyad-ha/dyad/services/network/dhcp"
 	"github.com/dyad-ha/dyad/services/network/ndp"
 	"github.com/dyad-ha/dyad/services/pmconfig"
 	"github.com/dyad-ha/dyad/services/unit"
@@ -112,4 +113,16 @@ func (n Netlink) ReleaseMgmt(ctx context.Context, ps ...netip.Prefix) error {
 		errs = append(errs, n.M.RemoveAddr(ctx, network.RoleIBiz, p))
 	}
 	return errors.Join(errs...)
+}
+
+// DHCP is the real LeaseSource: the DHCP client of package dhcp, in the
+// agent's network namespace.
+type DHCP struct{}
+
+func (DHCP) Acquire(ctx context.Context, ifname string, clientID []byte, hostname string) (dhcp.Lease, error) {
+	return dhcp.Acquire(ctx, ifname, clientID, hostname)
+}
+
+func (DHCP) Renew(ctx context.Context, ifname string, l dhcp.Lease, clientID []byte) (dhcp.Lease, error) {
+	return dhcp.Renew(ctx, ifname, l, clientID)
 }

@@ -35,8 +35,12 @@ type Config struct {
 	Node     int    // 1 or 2
 	Unit     string // unit name, a DNS label
 	Hostname string
-	// Mgmt is the unit's management address, held by the primary on ibiz0.
+	// Mgmt is the unit's management address, held by the primary on ibiz0;
+	// zero when MgmtDHCP.
 	Mgmt netip.Prefix
+	// MgmtDHCP: the primary leases the management address from the site's
+	// DHCP server instead (dyad.mgmt=dhcp).
+	MgmtDHCP bool
 	// Ibiz0 is this PM's own address on ibiz0; zero when unset.
 	Ibiz0   netip.Prefix
 	Gateway netip.Addr
@@ -209,12 +213,17 @@ func FromKV(kv map[string]string) (Config, error) {
 		bad("hostname", "%q is not a DNS label", c.Hostname)
 	}
 
-	if v := kv["mgmt"]; v == "" {
-		bad("mgmt", "missing: the unit's management address, e.g. dyad.mgmt=192.0.2.10/24")
-	} else if p, err := parseHostPrefix(v); err != nil {
-		bad("mgmt", "%v", err)
-	} else {
-		c.Mgmt = p
+	switch v := kv["mgmt"]; {
+	case v == "":
+		bad("mgmt", "missing: the unit's management address, e.g. dyad.mgmt=192.0.2.10/24, or dyad.mgmt=dhcp")
+	case strings.EqualFold(v, "dhcp"):
+		c.MgmtDHCP = true
+	default:
+		if p, err := parseHostPrefix(v); err != nil {
+			bad("mgmt", "%v; or dyad.mgmt=dhcp to lease it", err)
+		} else {
+			c.Mgmt = p
+		}
 	}
 
 	if v := kv["ibiz0"]; v != "" {

@@ -37,6 +37,8 @@ func TestFromKV(t *testing.T) {
 		{"mgmt missing", with("mgmt", ""), "dyad.mgmt: missing"},
 		{"mgmt no prefix", with("mgmt", "10.99.0.10"), "address with prefix length"},
 		{"mgmt network address", with("mgmt", "10.99.0.0/24"), "network address"},
+		{"mgmt neither address nor dhcp", with("mgmt", "dhcpv4"), "or dyad.mgmt=dhcp"},
+		{"mgmt missing mentions dhcp", with("mgmt", ""), "or dyad.mgmt=dhcp"},
 		{"ibiz0 equals mgmt", with("ibiz0", "10.99.0.10/24"), "is the management address"},
 		{"short key", with("unitkey", "abcd"), "64 hex"},
 		{"unknown key", with("nod", "1"), "dyad.nod: unknown setting"},
@@ -63,6 +65,27 @@ func TestFromKV(t *testing.T) {
 				t.Fatalf("error = %v, want it to contain %q", err, tt.wantErr)
 			}
 		})
+	}
+}
+
+func TestMgmt(t *testing.T) {
+	tests := []struct {
+		mgmt     string
+		wantDHCP bool
+		wantMgmt string
+	}{
+		{"10.99.0.10/24", false, "10.99.0.10/24"},
+		{"dhcp", true, "invalid Prefix"},
+		{"DHCP", true, "invalid Prefix"},
+	}
+	for _, tt := range tests {
+		c, err := FromKV(map[string]string{"node": "2", "mgmt": tt.mgmt, "ibiz0": "10.99.0.2/24", "unitkey": key})
+		if err != nil {
+			t.Fatalf("mgmt %q: %v", tt.mgmt, err)
+		}
+		if c.MgmtDHCP != tt.wantDHCP || c.Mgmt.String() != tt.wantMgmt {
+			t.Errorf("mgmt %q: MgmtDHCP %v, Mgmt %s; want %v, %s", tt.mgmt, c.MgmtDHCP, c.Mgmt, tt.wantDHCP, tt.wantMgmt)
+		}
 	}
 }
 
@@ -102,6 +125,16 @@ func TestLoadCommandLineWins(t *testing.T) {
 	}
 	if c.Node != 2 || c.Unit != "fromcmdline" || c.Ports["priv0"][0] != "eth5" {
 		t.Fatalf("got %+v", c)
+	}
+	dhcpPath := filepath.Join(t.TempDir(), "config.json")
+	if err := os.WriteFile(dhcpPath, []byte(`{"node":"1","mgmt":"dhcp","unit_key":"`+key+`"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := Load(cmdline.Params{}, dhcpPath); err != nil || !c.MgmtDHCP || c.Mgmt.IsValid() {
+		t.Fatalf("\"mgmt\":\"dhcp\" in the file: %+v, %v", c, err)
+	}
+	if c, err := Load(p, dhcpPath); err != nil || !c.MgmtDHCP {
+		t.Fatalf("\"mgmt\":\"dhcp\" in the file with a command line: %+v, %v", c, err)
 	}
 	if _, err := Load(p, filepath.Join(t.TempDir(), "absent.json")); err == nil || !strings.Contains(err.Error(), "dyad.node") {
 		t.Fatalf("absent file: %v", err)
