@@ -85,7 +85,7 @@ func desiredNetwork(cfg pmconfig.Config, plan network.PortPlan, nets []sharedNet
 		d.Addrs = append(d.Addrs, network.AddrSpec{Link: port(p), Prefix: syncAddr(k, cfg.Node)})
 	}
 	if plan.Bonded() {
-		b := network.BondSpec{Name: network.RoleIBiz, Mode: "active-backup", MiimonMS: 100}
+		b := network.BondSpec{Name: network.RoleIBiz, Mode: cfg.BondMode, MiimonMS: 100}
 		for _, p := range plan.Ibiz0 {
 			b.Members = append(b.Members, port(p))
 		}

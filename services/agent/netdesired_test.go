@@ -56,6 +56,7 @@ func TestDesiredNetwork(t *testing.T) {
 	t.Run("ibiz0 bond", func(t *testing.T) {
 		c := cfg
 		c.Ports = map[string][]string{"ibiz0": {"eth2", "eth3"}}
+		c.BondMode = "active-backup"
 		plan, err := network.Plan(ports, c.Ports)
 		if err != nil {
 			t.Fatal(err)
@@ -68,6 +69,10 @@ func TestDesiredNetwork(t *testing.T) {
 			if l.Name == "ibiz0" {
 				t.Errorf("the bond ibiz0 is also listed as a port")
 			}
+		}
+		c.BondMode = "802.3ad"
+		if d := desiredNetwork(c, plan, nil); d.Bonds[0].Mode != "802.3ad" {
+			t.Errorf("bond mode %q, want 802.3ad", d.Bonds[0].Mode)
 		}
 	})
 }

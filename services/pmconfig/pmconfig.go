@@ -49,6 +49,9 @@ type Config struct {
 	// addresses that take it. "priv0" and "syncN" take one port each;
 	// "ibiz0" one, or several that are bonded.
 	Ports map[string][]string
+	// BondMode is the mode of the ibiz0 bond: "active-backup" (the default)
+	// or "802.3ad" (LACP; the switch must be configured for it).
+	BondMode string
 	// Mgmt6 is an optional IPv6 management address, held with Mgmt.
 	Mgmt6    netip.Prefix
 	LogLevel slog.Level
@@ -75,6 +78,7 @@ type file struct {
 	UnitKey  string            `json:"unit_key"`
 	Ports    map[string]string `json:"ports"`
 	Mgmt6    string            `json:"mgmt6"`
+	BondMode string            `json:"bond_mode"`
 	LogLevel string            `json:"log_level"`
 }
 
@@ -99,7 +103,7 @@ func ParseFile(r io.Reader) (map[string]string, error) {
 	}
 	kv := map[string]string{
 		"node": f.Node, "unit": f.Unit, "hostname": f.Hostname, "mgmt": f.Mgmt,
-		"ibiz0": f.Ibiz0, "mgmt6": f.Mgmt6, "gw": f.Gateway, "unitkey": f.UnitKey, "loglevel": f.LogLevel,
+		"ibiz0": f.Ibiz0, "mgmt6": f.Mgmt6, "bondmode": f.BondMode, "gw": f.Gateway, "unitkey": f.UnitKey, "loglevel": f.LogLevel,
 	}
 	for role, port := range f.Ports {
 		kv["port."+role] = port
@@ -141,7 +145,7 @@ var dnsLabel = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
 // knownKeys are the dyad.* keys the agent reads. Keys for other parts (init's
 // dyad.testchannel, dyad.datadisk, dyad.mode) are accepted and ignored here.
 var knownKeys = map[string]bool{
-	"node": true, "unit": true, "hostname": true, "mgmt": true, "mgmt6": true, "ibiz0": true,
+	"node": true, "unit": true, "hostname": true, "mgmt": true, "mgmt6": true, "bondmode": true, "ibiz0": true,
 	"gw": true, "unitkey": true, "loglevel": true,
 	"testchannel": true, "datadisk": true, "mode": true,
 }
@@ -236,6 +240,14 @@ func FromKV(kv map[string]string) (Config, error) {
 		default:
 			c.Ibiz0 = p
 		}
+	}
+
+	switch c.BondMode = kv["bondmode"]; c.BondMode {
+	case "":
+		c.BondMode = "active-backup"
+	case "active-backup", "802.3ad":
+	default:
+		bad("bondmode", "%q is not active-backup or 802.3ad", c.BondMode)
 	}
 
 	if v := kv["mgmt6"]; v != "" {

@@ -47,6 +47,7 @@ func TestFromKV(t *testing.T) {
 		{"empty port", with("port.ibiz0", "eth1,"), "empty port name"},
 		{"port twice", map[string]string{"node": "1", "mgmt": "10.99.0.10/24", "unitkey": key, "port.priv0": "eth0", "port.ibiz0": "eth1,ETH0"}, "is also given to"},
 		{"bad mgmt6", with("mgmt6", "10.0.0.1/24"), "not an IPv6 host address"},
+		{"bad bond mode", with("bondmode", "round-robin"), "not active-backup or 802.3ad"},
 		{"bad gw", with("gw", "fe80::1"), "not an IPv4"},
 	}
 	for _, tt := range tests {
