@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/dyad-ha/dyad/services/network/garp"
+	"github.com/dyad-ha/dyad/services/network/netnstest"
 )
 
 func testContext(t *testing.T) context.Context {
@@ -35,16 +36,16 @@ func portNames(ports []Port) []string {
 // and bridges have no device link.
 func TestPortsRealSysfs(t *testing.T) {
 	ctx := testContext(t)
-	ns := newNetNS(t)
-	c := testConn(t, ns)
-	addVeth(t, c, "pa", "pb")
-	addBridge(t, c, "br0")
+	ns := netnstest.New(t)
+	c := ns.Conn()
+	ns.AddVeth(t, "pa", "pb")
+	ns.AddBridge(t, "br0")
 	sys := mountSysfs(t, ns)
 	if _, err := os.Stat(filepath.Join(sys, "pa")); err != nil {
 		t.Fatalf("sysfs mounted in the test namespace does not show its veth: %v", err)
 	}
 
-	physical := newManager(t, Options{NetNS: ns, SysClassNet: sys})
+	physical := newManager(t, Options{NetNS: ns.FD(), SysClassNet: sys})
 	ports, err := physical.Ports(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -53,7 +54,7 @@ func TestPortsRealSysfs(t *testing.T) {
 		t.Fatalf("Ports without IncludeVirtual = %+v, want none (lo, veth and bridge are not ports)", ports)
 	}
 
-	virtual := newManager(t, Options{NetNS: ns, SysClassNet: sys, IncludeVirtual: true})
+	virtual := newManager(t, Options{NetNS: ns.FD(), SysClassNet: sys, IncludeVirtual: true})
 	ports, err = virtual.Ports(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -79,12 +80,11 @@ func TestPortsRealSysfs(t *testing.T) {
 // gives the namespace's veths device links, the way NICs appear on a PM.
 func TestPortsDeviceLinks(t *testing.T) {
 	ctx := testContext(t)
-	ns := newNetNS(t)
-	c := testConn(t, ns)
-	addVeth(t, c, "eth0", "eth1")
-	addVeth(t, c, "eth2", "wlan0")
-	addVeth(t, c, "eth3", "veth9")
-	addBridge(t, c, "br0")
+	ns := netnstest.New(t)
+	ns.AddVeth(t, "eth0", "eth1")
+	ns.AddVeth(t, "eth2", "wlan0")
+	ns.AddVeth(t, "eth3", "veth9")
+	ns.AddBridge(t, "br0")
 
 	root := t.TempDir()
 	mkdir := func(p string) {
@@ -128,7 +128,7 @@ func TestPortsDeviceLinks(t *testing.T) {
 	symlink("../../../devices/platform/smsc911x", "class/net/eth3/device")
 	write("class/net/eth3/speed", "-1\n")
 
-	m := newManager(t, Options{NetNS: ns, SysClassNet: filepath.Join(root, "class/net")})
+	m := newManager(t, Options{NetNS: ns.FD(), SysClassNet: filepath.Join(root, "class/net")})
 	ports, err := m.Ports(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -165,11 +165,11 @@ func TestPortsDeviceLinks(t *testing.T) {
 
 func TestLinkAndAddresses(t *testing.T) {
 	ctx := testContext(t)
-	ns := newNetNS(t)
-	c := testConn(t, ns)
-	addVeth(t, c, "eth0", "peer0")
-	addVeth(t, c, "eth1", "peer1")
-	m := newManager(t, Options{NetNS: ns})
+	ns := netnstest.New(t)
+	c := ns.Conn()
+	ns.AddVeth(t, "eth0", "peer0")
+	ns.AddVeth(t, "eth1", "peer1")
+	m := newManager(t, Options{NetNS: ns.FD()})
 
 	// eth0 renamed while down stays down; eth1 renamed while up comes back up.
 	if err := m.SetUp(ctx, "eth1"); err != nil {
@@ -285,10 +285,9 @@ func TestLinkAndAddresses(t *testing.T) {
 
 func TestLinkLocal(t *testing.T) {
 	ctx := testContext(t)
-	ns := newNetNS(t)
-	c := testConn(t, ns)
-	addVeth(t, c, "priv0", "peer")
-	m := newManager(t, Options{NetNS: ns})
+	ns := netnstest.New(t)
+	ns.AddVeth(t, "priv0", "peer")
+	m := newManager(t, Options{NetNS: ns.FD()})
 
 	short, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
 	defer cancel()
@@ -319,10 +318,9 @@ func TestLinkLocal(t *testing.T) {
 
 func TestAnnounceIPv4(t *testing.T) {
 	ctx := testContext(t)
-	ns := newNetNS(t)
-	c := testConn(t, ns)
-	addVeth(t, c, "ibiz0", "switch")
-	m := newManager(t, Options{NetNS: ns})
+	ns := netnstest.New(t)
+	ns.AddVeth(t, "ibiz0", "switch")
+	m := newManager(t, Options{NetNS: ns.FD()})
 
 	short, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
 	defer cancel()
@@ -397,10 +395,10 @@ func TestAnnounceIPv4(t *testing.T) {
 
 func TestEnsureDefaultRoute(t *testing.T) {
 	ctx := testContext(t)
-	ns := newNetNS(t)
-	c := testConn(t, ns)
-	addVeth(t, c, "ibiz0", "peer")
-	m := newManager(t, Options{NetNS: ns})
+	ns := netnstest.New(t)
+	c := ns.Conn()
+	ns.AddVeth(t, "ibiz0", "peer")
+	m := newManager(t, Options{NetNS: ns.FD()})
 	for _, l := range []string{"ibiz0", "peer"} {
 		if err := m.SetUp(ctx, l); err != nil {
 			t.Fatal(err)

@@ -14,15 +14,17 @@ import (
 
 	"github.com/jsimonetti/rtnetlink/v2"
 	"golang.org/x/sys/unix"
+
+	"github.com/dyad-ha/dyad/services/network/netnstest"
 )
 
 // reconcileManager is a Manager whose state and resolver files are in a
 // test directory, never the host's.
-func reconcileManager(t *testing.T, ns int) (*Manager, string) {
+func reconcileManager(t *testing.T, ns *netnstest.NS) (*Manager, string) {
 	t.Helper()
 	dir := t.TempDir()
 	m := newManager(t, Options{
-		NetNS:          ns,
+		NetNS:          ns.FD(),
 		SysClassNet:    mountSysfs(t, ns),
 		IncludeVirtual: true,
 		StatePath:      filepath.Join(dir, "run", "network-state.json"),
@@ -127,12 +129,12 @@ func hasState(state []string, want string) bool {
 }
 
 func TestReconcile(t *testing.T) {
-	ns := newNetNS(t)
-	c := testConn(t, ns)
+	ns := netnstest.New(t)
+	c := ns.Conn()
 	for _, v := range [][2]string{{"ibiz0", "sw0"}, {"biz1", "sw1"}, {"biz2", "sw2"}, {"biz3", "sw3"}} {
-		addVeth(t, c, v[0], v[1])
+		ns.AddVeth(t, v[0], v[1])
 	}
-	addBridge(t, c, "foreign0")
+	ns.AddBridge(t, "foreign0")
 	m, dir := reconcileManager(t, ns)
 	ctx := testContext(t)
 	// The switch side of each veth is up, for carrier.
@@ -338,12 +340,12 @@ func TestReconcile(t *testing.T) {
 // creating bridges and marking them leaves: bridges recorded in the state
 // file without the alias.
 func TestReconcileAfterCrash(t *testing.T) {
-	ns := newNetNS(t)
-	c := testConn(t, ns)
-	addVeth(t, c, "biz1", "sw1")
-	addBridge(t, c, "shnet1")
-	addBridge(t, c, "shnet2")
-	addBridge(t, c, "shnet3")
+	ns := netnstest.New(t)
+	c := ns.Conn()
+	ns.AddVeth(t, "biz1", "sw1")
+	ns.AddBridge(t, "shnet1")
+	ns.AddBridge(t, "shnet2")
+	ns.AddBridge(t, "shnet3")
 	m, _ := reconcileManager(t, ns)
 	shnet3, err := m.link(testContext(t), "shnet3")
 	if err != nil {
@@ -378,13 +380,13 @@ func TestReconcileAfterCrash(t *testing.T) {
 // the kernel's ownership check refuses leaves the running network as it
 // was.
 func TestReconcileRefusesBadConfig(t *testing.T) {
-	ns := newNetNS(t)
-	c := testConn(t, ns)
+	ns := netnstest.New(t)
+	c := ns.Conn()
 	for _, v := range [][2]string{{"ibiz0", "sw0"}, {"biz1", "sw1"}, {"biz2", "sw2"}} {
-		addVeth(t, c, v[0], v[1])
+		ns.AddVeth(t, v[0], v[1])
 	}
-	addBridge(t, c, "foreign0")
-	addBridge(t, c, "shnet9")
+	ns.AddBridge(t, "foreign0")
+	ns.AddBridge(t, "shnet9")
 	m, _ := reconcileManager(t, ns)
 	ctx := testContext(t)
 
@@ -496,10 +498,10 @@ func bondingSupported(t *testing.T, c *rtnetlink.Conn) bool {
 }
 
 func TestReconcileBond(t *testing.T) {
-	ns := newNetNS(t)
-	c := testConn(t, ns)
+	ns := netnstest.New(t)
+	c := ns.Conn()
 	for _, v := range [][2]string{{"ibiz0p0", "sw0"}, {"ibiz0p1", "sw1"}, {"biz1", "sw2"}} {
-		addVeth(t, c, v[0], v[1])
+		ns.AddVeth(t, v[0], v[1])
 	}
 	m, _ := reconcileManager(t, ns)
 	ctx := testContext(t)

@@ -120,8 +120,10 @@ func (p *pool) binding(id []byte) (netip.Addr, bool) {
 // namespace until the test ends.
 func serve(t *testing.T, l lab, p *pool) {
 	t.Helper()
-	srv, err := inNS(l.server, func() (*server4.Server, error) {
-		return server4.NewServer("lan0", nil, p.handle)
+	var srv *server4.Server
+	err := l.server.Do(func() (err error) {
+		srv, err = server4.NewServer("lan0", nil, p.handle)
+		return err
 	})
 	if err != nil {
 		t.Fatalf("start DHCP server: %v", err)
@@ -215,7 +217,7 @@ func TestRenewRelease(t *testing.T) {
 	}
 	// The holder has the address configured; the server's renewal ACK is
 	// unicast to it.
-	addAddr(t, dial(t, pm), "ibiz0", lease.Addr)
+	addAddr(t, pm, "ibiz0", lease.Addr)
 
 	renewed, err := run(t, pm, func(ctx context.Context) (Lease, error) {
 		return Renew(ctx, "ibiz0", lease, unitID)
@@ -241,7 +243,7 @@ func TestRenewRelease(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "is not configured on ibiz0") {
 		t.Fatalf("Renew of an address not on the link = %v, want an error saying so", err)
 	}
-	addAddr(t, dial(t, pm), "ibiz0", unknown.Addr)
+	addAddr(t, pm, "ibiz0", unknown.Addr)
 	_, err = run(t, pm, func(ctx context.Context) (Lease, error) {
 		return Renew(ctx, "ibiz0", unknown, unitID)
 	})
@@ -270,7 +272,10 @@ func TestAcquireNoServer(t *testing.T) {
 	l := newLab(t, pm1MAC)
 	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 	defer cancel()
-	_, err := inNS(l.pms[0], func() (Lease, error) { return Acquire(ctx, "ibiz0", unitID, "pm1") })
+	err := l.pms[0].Do(func() error {
+		_, err := Acquire(ctx, "ibiz0", unitID, "pm1")
+		return err
+	})
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Acquire without a server = %v, want the context's deadline error", err)
 	}

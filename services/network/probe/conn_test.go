@@ -4,66 +4,26 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"net"
 	"reflect"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/jsimonetti/rtnetlink/v2"
-	"github.com/jsimonetti/rtnetlink/v2/driver"
-	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/dyad-ha/dyad/services/network/netnstest"
 )
 
-// newNetNS creates a network namespace for one test and returns its file
-// descriptor; closing it at cleanup destroys the namespace and its links.
-func newNetNS(t *testing.T) int {
-	t.Helper()
-	fd, err := onLockedThread(func() (int, error) {
-		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-			return -1, fmt.Errorf("unshare network namespace: %w", err)
-		}
-		return unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	})
-	if errors.Is(err, unix.EPERM) {
-		t.Skipf("creating a network namespace needs CAP_SYS_ADMIN: %v", err)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { unix.Close(fd) })
-	return fd
-}
-
-// onLockedThread runs fn on a thread of its own that is never unlocked, so
-// the runtime discards the thread, with whatever namespace fn moved it to.
-func onLockedThread[T any](fn func() (T, error)) (T, error) {
-	type result struct {
-		v   T
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread()
-		v, err := fn()
-		done <- result{v, err}
-	}()
-	r := <-done
-	return r.v, r.err
-}
-
 // listenIn opens a Conn on ifname inside the namespace ns.
-func listenIn(t *testing.T, ns int, ifname string) *Conn {
+func listenIn(t *testing.T, ns *netnstest.NS, ifname string) *Conn {
 	t.Helper()
-	c, err := onLockedThread(func() (*Conn, error) {
-		if err := unix.Setns(ns, unix.CLONE_NEWNET); err != nil {
-			return nil, fmt.Errorf("enter network namespace: %w", err)
-		}
-		return Listen(ifname)
+	var c *Conn
+	err := ns.Do(func() (err error) {
+		c, err = Listen(ifname)
+		return err
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -76,31 +36,16 @@ func listenIn(t *testing.T, ns int, ifname string) *Conn {
 // pm2biz1 and a rogue host, plus PM2's pm2biz2 on a cable to nowhere.
 // pm1biz1 is itself enslaved to a bridge shnet1, as a business port of a
 // shared network is, so its probes must be seen on the bridge port itself.
-func topology(t *testing.T, ns int) {
+func topology(t *testing.T, ns *netnstest.NS) {
 	t.Helper()
-	c, err := rtnetlink.Dial(&netlink.Config{NetNS: ns})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	newLink := func(name string, info *rtnetlink.LinkInfo) {
-		t.Helper()
-		if err := c.Link.New(&rtnetlink.LinkMessage{Attributes: &rtnetlink.LinkAttributes{Name: name, Info: info}}); err != nil {
-			t.Fatalf("create %s %s: %v", info.Kind, name, err)
-		}
-	}
-	veth := func(name, peer string) *rtnetlink.LinkInfo {
-		return &rtnetlink.LinkInfo{Kind: "veth", Data: &driver.Veth{PeerInfo: &rtnetlink.LinkMessage{
-			Attributes: &rtnetlink.LinkAttributes{Name: peer},
-		}}}
-	}
-	newLink("switch", &rtnetlink.LinkInfo{Kind: "bridge"})
-	newLink("shnet1", &rtnetlink.LinkInfo{Kind: "bridge"})
-	newLink("pm1biz1", veth("pm1biz1", "sw-pm1biz1"))
-	newLink("pm2biz1", veth("pm2biz1", "sw-pm2biz1"))
-	newLink("pm2biz2", veth("pm2biz2", "nowhere"))
-	newLink("rogue", veth("rogue", "sw-rogue"))
+	ns.AddBridge(t, "switch")
+	ns.AddBridge(t, "shnet1")
+	ns.AddVeth(t, "pm1biz1", "sw-pm1biz1")
+	ns.AddVeth(t, "pm2biz1", "sw-pm2biz1")
+	ns.AddVeth(t, "pm2biz2", "nowhere")
+	ns.AddVeth(t, "rogue", "sw-rogue")
 
+	c := ns.Conn()
 	links, err := c.Link.List()
 	if err != nil {
 		t.Fatal(err)
@@ -126,7 +71,7 @@ func topology(t *testing.T, ns int) {
 // TestProbesAcrossBridge sends probes between PM ports joined by a Linux
 // bridge and pairs the ports from what each PM heard.
 func TestProbesAcrossBridge(t *testing.T) {
-	ns := newNetNS(t)
+	ns := netnstest.New(t)
 	topology(t, ns)
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
@@ -213,11 +158,10 @@ func TestProbesAcrossBridge(t *testing.T) {
 
 	macs := make(map[string]net.HardwareAddr)
 	for _, p := range ports {
-		ifi, err := onLockedThread(func() (*net.Interface, error) {
-			if err := unix.Setns(ns, unix.CLONE_NEWNET); err != nil {
-				return nil, err
-			}
-			return net.InterfaceByName(p.name)
+		var ifi *net.Interface
+		err := ns.Do(func() (err error) {
+			ifi, err = net.InterfaceByName(p.name)
+			return err
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -271,12 +215,10 @@ func TestProbesAcrossBridge(t *testing.T) {
 }
 
 func TestListenUnknownLink(t *testing.T) {
-	ns := newNetNS(t)
-	_, err := onLockedThread(func() (*Conn, error) {
-		if err := unix.Setns(ns, unix.CLONE_NEWNET); err != nil {
-			return nil, err
-		}
-		return Listen("biz7")
+	ns := netnstest.New(t)
+	err := ns.Do(func() error {
+		_, err := Listen("biz7")
+		return err
 	})
 	if err == nil {
 		t.Fatal("Listen on a missing link succeeded")
