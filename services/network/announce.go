@@ -63,12 +63,13 @@ func (m *Manager) AnnounceIPv4(ctx context.Context, ifname string, ip netip.Addr
 	return nil
 }
 
-// waitTransmit polls until link name is up with carrier and the kernel's
-// link watcher has seen the carrier (operational state up). Until then the
-// link's transmit queue is still the "noop" discipline that silently drops
-// what is sent, so an announcement made right after the carrier came up
-// would be lost. Links whose driver never reports carrier changes stay in
-// state "unknown" and are active from the start.
+// waitTransmit polls until link name is up with carrier, the kernel's link
+// watcher has seen the carrier (operational state up) and has activated the
+// transmit queue. Until then the queue is the "noop" discipline that silently
+// drops what is sent, so an announcement made right after the carrier came up
+// would be lost; the watcher sets the operational state just before it
+// replaces the queue, so both are checked. Links whose driver never reports
+// carrier changes stay in state "unknown" and are active from the start.
 func (m *Manager) waitTransmit(ctx context.Context, name string) (rtnetlink.LinkMessage, error) {
 	tick := time.NewTicker(linkPoll)
 	defer tick.Stop()
@@ -79,13 +80,14 @@ func (m *Manager) waitTransmit(ctx context.Context, name string) (rtnetlink.Link
 		}
 		up, carrier := l.Flags&unix.IFF_UP != 0, l.Flags&unix.IFF_LOWER_UP != 0
 		oper := l.Attributes.OperationalState
-		if up && carrier && (oper == rtnetlink.OperStateUp || oper == rtnetlink.OperStateUnknown) {
+		active := l.Attributes.QueueDisc != "noop"
+		if up && carrier && active && (oper == rtnetlink.OperStateUp || oper == rtnetlink.OperStateUnknown) {
 			return l, nil
 		}
 		select {
 		case <-ctx.Done():
-			return rtnetlink.LinkMessage{}, fmt.Errorf("link %s cannot transmit (up %v, carrier %v, operational state %s): %w",
-				name, up, carrier, operStateName(oper), ctx.Err())
+			return rtnetlink.LinkMessage{}, fmt.Errorf("link %s cannot transmit (up %v, carrier %v, operational state %s, queue %q): %w",
+				name, up, carrier, operStateName(oper), l.Attributes.QueueDisc, ctx.Err())
 		case <-tick.C:
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/jsimonetti/rtnetlink/v2"
 	"github.com/mdlayher/packet"
 	"golang.org/x/sys/unix"
 )
@@ -76,18 +77,30 @@ func Announce(ctx context.Context, ifname string, addr netip.Addr, count int) er
 }
 
 // waitTransmit polls until link name is up and operational (IFF_RUNNING:
-// operational state up or unknown, set by the kernel's link watcher just
-// before it activates the transmit queue).
+// operational state up or unknown) and its transmit queue is active: the
+// kernel's link watcher sets the operational state just before it replaces
+// the "noop" queue that drops everything sent.
 func waitTransmit(ctx context.Context, name string) (*net.Interface, error) {
 	tick := time.NewTicker(linkPoll)
 	defer tick.Stop()
+	conn, err := rtnetlink.Dial(nil)
+	if err != nil {
+		return nil, fmt.Errorf("open route netlink socket: %w", err)
+	}
+	defer conn.Close()
 	for {
 		ifi, err := net.InterfaceByName(name)
 		if err != nil {
 			return nil, fmt.Errorf("link %s: %w", name, err)
 		}
 		if ifi.Flags&net.FlagUp != 0 && ifi.Flags&net.FlagRunning != 0 {
-			return ifi, nil
+			l, err := conn.Link.Get(uint32(ifi.Index))
+			if err != nil {
+				return nil, fmt.Errorf("link %s: %w", name, err)
+			}
+			if l.Attributes != nil && l.Attributes.QueueDisc != "noop" {
+				return ifi, nil
+			}
 		}
 		select {
 		case <-ctx.Done():
