@@ -148,9 +148,18 @@ func (c *Client) Close() error {
 func (c *Client) write(ctx context.Context, b []byte) error {
 	c.writeMu.Lock()
 	defer c.writeMu.Unlock()
-	stop := context.AfterFunc(ctx, func() { c.conn.SetWriteDeadline(time.Unix(1, 0)) })
-	defer stop()
+	cut := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		c.conn.SetWriteDeadline(time.Unix(1, 0))
+		close(cut)
+	})
 	_, err := c.conn.Write(b)
+	if !stop() {
+		// ctx ended during or just after the write: the past deadline it
+		// set must not outlive this call and fail the next command.
+		<-cut
+		c.conn.SetWriteDeadline(time.Time{})
+	}
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
