@@ -10,7 +10,6 @@ import (
 
 	"github.com/dyad-ha/dyad/services/network"
 	"github.com/dyad-ha/dyad/services/network/dhcp"
-	"github.com/dyad-ha/dyad/services/network/ndp"
 	"github.com/dyad-ha/dyad/services/pmconfig"
 	"github.com/dyad-ha/dyad/services/unit"
 )
@@ -99,7 +98,7 @@ func (n Netlink) HoldMgmt(ctx context.Context, ps ...netip.Prefix) error {
 		if p.Addr().Is4() {
 			errs = append(errs, n.M.AnnounceIPv4(actx, network.RoleIBiz, p.Addr(), 3))
 		} else {
-			errs = append(errs, ndp.Announce(actx, network.RoleIBiz, p.Addr(), 3))
+			errs = append(errs, n.M.AnnounceIPv6(actx, network.RoleIBiz, p.Addr(), 3))
 		}
 		cancel()
 	}

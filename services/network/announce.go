@@ -12,54 +12,86 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/dyad-ha/dyad/services/network/garp"
+	"github.com/dyad-ha/dyad/services/network/ndp"
 )
 
-// announceInterval spaces repeated announcements so that one lost frame or
-// a switch port still learning does not leave peers with a stale ARP entry.
-const announceInterval = 500 * time.Millisecond
+// arpInterval spaces repeated gratuitous ARPs so that one lost frame or a
+// switch port still learning does not leave peers with a stale ARP entry.
+const arpInterval = 500 * time.Millisecond
+
+// naInterval is RetransTimer, the minimum spacing RFC 4861 §7.2.6 allows
+// between repeated unsolicited neighbour advertisements.
+const naInterval = time.Second
 
 // AnnounceIPv4 broadcasts count gratuitous ARP requests for ip from link
-// ifname, announceInterval apart, so hosts and switches on the segment
-// learn that ip is now at this link's MAC address. It first waits, until
-// ctx is done, for the link to be able to transmit (see waitTransmit):
-// give ctx a deadline.
+// ifname, arpInterval apart, so hosts and switches on the segment learn that
+// ip is now at this link's MAC address. It first waits, until ctx is done,
+// for the link to be able to transmit (see waitTransmit): give ctx a
+// deadline.
 func (m *Manager) AnnounceIPv4(ctx context.Context, ifname string, ip netip.Addr, count int) error {
 	ip = ip.Unmap()
 	if !ip.Is4() {
 		return fmt.Errorf("announce %s on %s: not an IPv4 address", ip, ifname)
 	}
+	broadcast := net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
+	return m.announce(ctx, ifname, ip, count, unix.ETH_P_ARP, broadcast, arpInterval,
+		func(mac net.HardwareAddr) ([]byte, error) { return garp.Frame(mac, ip) })
+}
+
+// AnnounceIPv6 sends count unsolicited neighbour advertisements for addr
+// from link ifname, naInterval apart, so hosts and switches replace their
+// cached link-layer address for addr with this link's. Like AnnounceIPv4 it
+// first waits for the link to be able to transmit.
+//
+// The frame is built by package ndp and written to a raw socket rather than
+// sent through an ICMPv6 socket: the kernel would pick the source address,
+// which fails or is wrong while addr is still tentative right after it was
+// added, exactly when a promoted PM announces.
+func (m *Manager) AnnounceIPv6(ctx context.Context, ifname string, addr netip.Addr, count int) error {
+	if err := ndp.CheckUnicast(addr); err != nil {
+		return fmt.Errorf("announce on %s: %w", ifname, err)
+	}
+	allNodes := ndp.Announcement(nil, addr).EthDst
+	return m.announce(ctx, ifname, addr, count, unix.ETH_P_IPV6, allNodes, naInterval,
+		func(mac net.HardwareAddr) ([]byte, error) { return ndp.Frame(mac, addr) })
+}
+
+// announce waits until link ifname can transmit, then sends count frames
+// built for its MAC address to dst, interval apart.
+func (m *Manager) announce(ctx context.Context, ifname string, addr netip.Addr, count int, proto int,
+	dst net.HardwareAddr, interval time.Duration, build func(mac net.HardwareAddr) ([]byte, error)) error {
 	if count < 1 {
-		return fmt.Errorf("announce %s on %s: count %d, want at least 1", ip, ifname, count)
+		return fmt.Errorf("announce %s on %s: count %d, want at least 1", addr, ifname, count)
 	}
 	l, err := m.waitTransmit(ctx, ifname)
 	if err != nil {
-		return fmt.Errorf("announce %s: %w", ip, err)
+		return fmt.Errorf("announce %s: %w", addr, err)
 	}
 	mac := l.Attributes.Address
-	frame, err := garp.Frame(mac, ip)
+	frame, err := build(mac)
 	if err != nil {
-		return fmt.Errorf("announce %s on %s: %w", ip, ifname, err)
+		return fmt.Errorf("announce %s on %s: %w", addr, ifname, err)
 	}
-	conn, err := m.listenPacket(int(l.Index), ifname, unix.ETH_P_ARP)
+	conn, err := m.listenPacket(int(l.Index), ifname, proto)
 	if err != nil {
-		return fmt.Errorf("announce %s on %s: %w", ip, ifname, err)
+		return fmt.Errorf("announce %s on %s: %w", addr, ifname, err)
 	}
 	defer conn.Close()
 
-	dst := &packet.Addr{HardwareAddr: net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}}
+	to := &packet.Addr{HardwareAddr: dst}
 	for i := range count {
 		if i > 0 {
 			select {
 			case <-ctx.Done():
-				return fmt.Errorf("announce %s on %s: sent %d of %d: %w", ip, ifname, i, count, ctx.Err())
-			case <-time.After(announceInterval):
+				return fmt.Errorf("announce %s on %s: sent %d of %d: %w", addr, ifname, i, count, ctx.Err())
+			case <-time.After(interval):
 			}
 		}
-		if _, err := conn.WriteTo(frame, dst); err != nil {
-			return fmt.Errorf("announce %s on %s: sent %d of %d: %w", ip, ifname, i, count, err)
+		if _, err := conn.WriteTo(frame, to); err != nil {
+			return fmt.Errorf("announce %s on %s: sent %d of %d: %w", addr, ifname, i, count, err)
 		}
 	}
-	m.log.Info("announced address", "link", ifname, "addr", ip, "mac", net.HardwareAddr(mac), "count", count)
+	m.log.Info("announced address", "link", ifname, "addr", addr, "mac", mac.String(), "count", count)
 	return nil
 }
 

@@ -354,8 +354,8 @@ func TestAnnounceIPv4(t *testing.T) {
 	if err := m.AnnounceIPv4(ctx, "ibiz0", ip, count); err != nil {
 		t.Fatal(err)
 	}
-	if d := time.Since(start); d < (count-1)*announceInterval {
-		t.Errorf("%d announcements took %v, want them %v apart", count, d, announceInterval)
+	if d := time.Since(start); d < (count-1)*arpInterval {
+		t.Errorf("%d announcements took %v, want them %v apart", count, d, arpInterval)
 	}
 
 	if err := capture.SetReadDeadline(time.Now().Add(5 * time.Second)); err != nil {

@@ -97,14 +97,14 @@ func multicastMAC(group netip.Addr) net.HardwareAddr {
 // Frame returns the wire bytes of the unsolicited neighbour advertisement
 // announcing addr at mac.
 func Frame(mac net.HardwareAddr, addr netip.Addr) ([]byte, error) {
-	if err := checkUnicast(addr); err != nil {
+	if err := CheckUnicast(addr); err != nil {
 		return nil, fmt.Errorf("neighbour advertisement: %w", err)
 	}
 	return Announcement(mac, addr).MarshalBinary()
 }
 
 // checkUnicast accepts the addresses a link can hold and announce.
-func checkUnicast(addr netip.Addr) error {
+func CheckUnicast(addr netip.Addr) error {
 	if !addr.Is6() || addr.Is4In6() || addr.IsUnspecified() || addr.IsMulticast() {
 		return fmt.Errorf("%s is not an IPv6 unicast address", addr)
 	}

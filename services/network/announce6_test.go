@@ -1,4 +1,4 @@
-package ndp
+package network
 
 import (
 	"bytes"
@@ -13,12 +13,13 @@ import (
 	"github.com/mdlayher/packet"
 	"golang.org/x/sys/unix"
 
+	"github.com/dyad-ha/dyad/services/network/ndp"
 	"github.com/dyad-ha/dyad/services/network/netnstest"
 )
 
 // vethPair creates veth name/peer in ns, both up, and returns their
 // netlink descriptions.
-func vethPair(t *testing.T, ns *netnstest.NS, name, peer string) (rtnetlink.LinkMessage, rtnetlink.LinkMessage) {
+func upVethPair(t *testing.T, ns *netnstest.NS, name, peer string) (rtnetlink.LinkMessage, rtnetlink.LinkMessage) {
 	t.Helper()
 	ns.AddVeth(t, name, peer)
 	// Up one end at a time: upping both back to back made TestAnnounce
@@ -36,10 +37,11 @@ func vethPair(t *testing.T, ns *netnstest.NS, name, peer string) (rtnetlink.Link
 // the address must switch to the announcing MAC, which it only does for a
 // well-formed advertisement with a correct checksum, hop limit 255 and the
 // Override flag.
-func TestAnnounce(t *testing.T) {
+func TestAnnounceIPv6(t *testing.T) {
 	ns := netnstest.New(t)
 	c := ns.Conn()
-	ann, capt := vethPair(t, ns, "ann0", "cap0")
+	m := newManager(t, Options{NetNS: ns.FD()})
+	ann, capt := upVethPair(t, ns, "ann0", "cap0")
 	mac := ann.Attributes.Address
 	addr := netip.MustParseAddr("2001:db8::10")
 
@@ -71,21 +73,21 @@ func TestAnnounce(t *testing.T) {
 	const count = 2
 	announced := make(chan error, 1)
 	go func() {
-		announced <- ns.Do(func() error { return Announce(ctx, "ann0", addr, count) })
+		announced <- m.AnnounceIPv6(ctx, "ann0", addr, count)
 	}()
 
 	deadline, _ := ctx.Deadline()
 	if err := capture.SetReadDeadline(deadline); err != nil {
 		t.Fatal(err)
 	}
-	want := Announcement(mac, addr)
+	want := ndp.Announcement(mac, addr)
 	buf := make([]byte, 1500)
 	for got := 0; got < count; {
 		n, _, err := capture.ReadFrom(buf)
 		if err != nil {
 			t.Fatalf("captured %d of %d advertisements: %v", got, count, err)
 		}
-		a, err := Parse(buf[:n])
+		a, err := ndp.Parse(buf[:n])
 		if err != nil || a.Target != addr {
 			continue // the kernel's own IPv6 traffic (MLD, DAD, router solicitations)
 		}
@@ -96,7 +98,7 @@ func TestAnnounce(t *testing.T) {
 		got++
 	}
 	if err := <-announced; err != nil {
-		t.Fatalf("Announce: %v", err)
+		t.Fatalf("AnnounceIPv6: %v", err)
 	}
 
 	var lladdr net.HardwareAddr
@@ -118,10 +120,11 @@ func TestAnnounce(t *testing.T) {
 	}
 }
 
-func TestAnnounceRejects(t *testing.T) {
+func TestAnnounceIPv6Rejects(t *testing.T) {
 	ns := netnstest.New(t)
 	c := ns.Conn()
-	vethPair(t, ns, "ann0", "cap0")
+	m := newManager(t, Options{NetNS: ns.FD()})
+	upVethPair(t, ns, "ann0", "cap0")
 	// A link that is up but whose peer is down never gets carrier.
 	if err := c.Link.Set(&rtnetlink.LinkMessage{Index: ns.Link(t, "cap0").Index, Flags: 0, Change: unix.IFF_UP}); err != nil {
 		t.Fatal(err)
@@ -153,11 +156,9 @@ func TestAnnounceRejects(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 			defer cancel()
-			err := ns.Do(func() error {
-				return Announce(ctx, tt.ifname, netip.MustParseAddr(tt.addr), tt.count)
-			})
+			err := m.AnnounceIPv6(ctx, tt.ifname, netip.MustParseAddr(tt.addr), tt.count)
 			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-				t.Fatalf("Announce = %v, want error containing %q", err, tt.wantErr)
+				t.Fatalf("AnnounceIPv6 = %v, want error containing %q", err, tt.wantErr)
 			}
 		})
 	}
