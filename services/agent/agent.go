@@ -57,6 +57,9 @@ type Options struct {
 	Log    *slog.Logger
 	// DataPersistent is false when /data is not a disk (no data partition).
 	DataPersistent bool
+	// Storage is the PM's storage reconciler; nil runs the PM without
+	// storage (tests of other parts).
+	Storage Storage
 }
 
 // Network is what the agent needs from the PM's network stack.
@@ -123,6 +126,8 @@ type Agent struct {
 	heard map[string][]probe.Probe
 	// peerReport is the peer's last self report.
 	peerReport selfReport
+	// storageKick runs the storage reconciler at once after a change.
+	storageKick chan struct{}
 }
 
 // New prepares an agent: opens the unit database and derives the unit CA.
@@ -148,6 +153,7 @@ func New(opt Options) (*Agent, error) {
 		opt: opt, cfg: opt.Config, log: opt.Log, db: db, ca: ca, leaf: leaf,
 		paths:    heartbeatPaths(opt.Config),
 		heard:    map[string][]probe.Probe{},
+		storageKick: make(chan struct{}, 1),
 		hbKey:    unitca.HeartbeatKey(opt.Config.UnitKey),
 		leases:   opt.Leases,
 		clientID: dhcpClientID(opt.Config.UnitKey),
@@ -234,6 +240,20 @@ func (a *Agent) Run(ctx context.Context) error {
 	// probes its business ports for the peer's.
 	wg.Go(func() { every(ctx, 2*time.Second, func() { a.reconcileNetwork(ctx) }) })
 	wg.Go(func() { a.probeBusiness(ctx) })
+	// Storage commands (lvm, drbdadm) may take seconds: a loop of its own.
+	wg.Go(func() {
+		t := time.NewTicker(2 * time.Second)
+		defer t.Stop()
+		for {
+			a.reconcileStorage(ctx)
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			case <-a.storageKick:
+			}
+		}
+	})
 	wg.Go(func() {
 		t := time.NewTicker(time.Second)
 		defer t.Stop()

@@ -110,6 +110,9 @@ func (a *Agent) Unit(ctx context.Context) (unit.Unit, error) {
 			}
 		}
 	}
+	if _, sv, err := a.storageView(); err == nil {
+		u.Alerts = append(u.Alerts, sv.Alerts...)
+	}
 	if u.ReplicationPath == unit.PathIbiz0 {
 		u.Alerts = append(u.Alerts, unit.Alert{
 			ID: "replication-on-ibiz0", Severity: unit.SevWarning, Source: "unit",

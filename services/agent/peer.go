@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/dyad-ha/dyad/services/network/probe"
+	"github.com/dyad-ha/dyad/services/storage"
 	"github.com/dyad-ha/dyad/services/unit"
 )
 
@@ -24,6 +25,8 @@ type selfReport struct {
 	Links        []unit.Link     `json:"links,omitempty"`
 	// Pairings is the sender's view of its business ports' peers.
 	Pairings []probe.Pairing `json:"pairings,omitempty"`
+	// Storage is the sender's disks, volume groups and mirror legs.
+	Storage *storage.Report `json:"storage,omitempty"`
 }
 
 func (a *Agent) self() selfReport {
@@ -38,6 +41,10 @@ func (a *Agent) self() selfReport {
 	r.Links = a.links
 	a.mu.Unlock()
 	r.Pairings = a.pairings(time.Now())
+	if a.opt.Storage != nil {
+		rep := a.opt.Storage.Report()
+		r.Storage = &rep
+	}
 	return r
 }
 
@@ -50,6 +57,7 @@ func (a *Agent) servePeer(ctx context.Context) (*http.Server, error) {
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(a.self())
 	})
+	mux.HandleFunc("POST /peer/v1/storage/volumes/{id}/outdate", a.serveOutdate)
 	srv := &http.Server{
 		Handler:           mux,
 		TLSConfig:         a.ca.ServerConfig(a.leaf),

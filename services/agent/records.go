@@ -134,6 +134,9 @@ func (a *Agent) reconcile(ctx context.Context) {
 		want[peer] = pmRecord{ID: peer, State: unit.PMOff, Activity: "not seen since this PM started"}
 	}
 
+	if err := a.reconcileStorageRecords(ctx, rep); err != nil {
+		a.replicationFailed("storage records", err)
+	}
 	err = a.db.Update(ctx, rep, func(w store.Writer) error {
 		for id, rec := range want {
 			if cur, ok := recs[id]; ok && cur.same(rec) {

@@ -1,6 +1,11 @@
 package unit
 
-import "time"
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
 
 // DiskState is what a PM's disk is to the unit.
 type DiskState string
@@ -142,3 +147,19 @@ type VolumeSpec struct {
 
 // MaxVolumes is the most volumes (VM volumes and VCDs) a unit holds.
 const MaxVolumes = 62
+
+// FormatBytes prints n in binary units: "64 MiB", "1.5 GiB", "512 B".
+func FormatBytes(n int64) string {
+	const units = "KMGTPE"
+	if n < 1024 && n > -1024 {
+		return fmt.Sprintf("%d B", n)
+	}
+	f, i := float64(n)/1024, 0
+	for (f >= 1024 || f <= -1024) && i < len(units)-1 {
+		f /= 1024
+		i++
+	}
+	s := strconv.FormatFloat(f, 'f', 1, 64)
+	s = strings.TrimSuffix(s, ".0")
+	return s + " " + units[i:i+1] + "iB"
+}
