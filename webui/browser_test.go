@@ -52,6 +52,24 @@ func (c *countingSource) RenameNetwork(ctx context.Context, id int, name string)
 	return unit.Network{}, ErrNotFound
 }
 
+// countingStorage advances the resync of volume 2 by one percent a call, so
+// the page shows whether the script has refreshed the storage section.
+type countingStorage struct {
+	*fakeStorage
+	calls int
+}
+
+func (c *countingStorage) Volumes(context.Context) ([]unit.Volume, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.calls++
+	vols := append([]unit.Volume(nil), c.vols...)
+	sync := *vols[1].Sync
+	sync.Percent = float64(42 + c.calls)
+	vols[1].Sync = &sync
+	return vols, nil
+}
+
 // chromium runs headless Chromium with args and returns its stdout.
 func chromium(t *testing.T, args ...string) []byte {
 	t.Helper()
@@ -79,7 +97,17 @@ func TestDashboardInBrowser(t *testing.T) {
 		t.Skipf("no Chromium at %s (Debian package chromium): %v", chromiumPath, err)
 	}
 	src := &countingSource{}
-	s := newTestServer(t, src)
+	s, err := New(Config{
+		Source:     src,
+		Storage:    &countingStorage{fakeStorage: testStorage()},
+		Users:      fakeUsers{users: map[string]string{"admin": "admin"}},
+		SessionKey: testKey,
+		Node:       1,
+		Role:       func() unit.Role { return unit.RolePrimary },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	cookie := signSession(testKey, "admin", time.Now().Add(time.Hour))
 	// Chromium cannot be given a cookie on its command line, so the test
 	// stands in for a browser that has logged in.
@@ -117,6 +145,18 @@ func TestDashboardInBrowser(t *testing.T) {
 		m := regexp.MustCompile(`data-field="epoch">(\d+)<`).FindStringSubmatch(dom)
 		if m == nil || m[1] == "1" {
 			t.Errorf("epoch shown is %v, want a value fetched after the first render", m)
+		}
+		for _, want := range []string{"web-boot", "db-data", "sg1", "PM 1 vdb, PM 2 vdb", "(ETA 12s)", "PM 1 Inconsistent"} {
+			if !strings.Contains(dom, want) {
+				t.Errorf("storage section lacks %q", want)
+			}
+		}
+		m = regexp.MustCompile(`Syncing (\d+)% \(ETA 12s\)`).FindStringSubmatch(dom)
+		if m == nil || m[1] == "43" {
+			t.Errorf("resync shown is %v, want a value fetched after the first render", m)
+		}
+		if strings.Contains(dom, "Cannot refresh") {
+			t.Errorf("the page shows a refresh error")
 		}
 		if t.Failed() {
 			t.Logf("DOM:\n%s", dom)

@@ -1,9 +1,11 @@
 package webui
 
 import (
+	"context"
 	"embed"
 	"fmt"
 	"html/template"
+	"math"
 	"net/http"
 	"strings"
 	"time"
@@ -22,6 +24,8 @@ func parsePages() (*template.Template, error) {
 		"primary":    unit.Unit.PrimaryName,
 		"pathsOf":    displayPaths,
 		"formatTime": formatTime,
+		"bytes":      unit.FormatBytes,
+		"volState":   volumeState,
 	}).ParseFS(assets, "assets/templates/*.html")
 	if err != nil {
 		return nil, fmt.Errorf("parsing page templates: %w", err)
@@ -32,6 +36,16 @@ func parsePages() (*template.Template, error) {
 type dashboardPage struct {
 	Unit unit.Unit
 	Err  string
+	// Storage is nil when the server has no StorageSource: the page then
+	// has no storage section.
+	Storage *storageView
+}
+
+// storageView is the storage section of the dashboard.
+type storageView struct {
+	Volumes []unit.Volume
+	Groups  []unit.StorageGroup
+	Err     string
 }
 
 type loginPageData struct {
@@ -58,7 +72,25 @@ func (s *Server) dashboard(c *gin.Context) {
 		page.Err = "cannot read unit state: " + err.Error()
 		status = http.StatusInternalServerError
 	}
+	if s.cfg.Storage != nil {
+		page.Storage = s.storageView(c.Request.Context())
+	}
 	s.render(c, status, "dashboard.html", page)
+}
+
+// storageView reads the storage section. A failure shows in the section
+// only: the rest of the page is still worth seeing.
+func (s *Server) storageView(ctx context.Context) *storageView {
+	v := &storageView{}
+	var err error
+	if v.Volumes, err = s.cfg.Storage.Volumes(ctx); err == nil {
+		v.Groups, err = s.cfg.Storage.StorageGroups(ctx)
+	}
+	if err != nil {
+		s.log.Error("webui: reading storage state", "err", err)
+		v.Err = "cannot read storage state: " + err.Error()
+	}
+	return v
 }
 
 func (s *Server) loginPage(c *gin.Context) {
@@ -128,4 +160,27 @@ func formatTime(t time.Time) string {
 		return "-"
 	}
 	return t.UTC().Format("2006-01-02 15:04:05 UTC")
+}
+
+// volumeState shows a volume's state with its resync progress, e.g.
+// "Syncing 42% (ETA 12s)". The percent is rounded down so that a running
+// resync never shows 100%.
+func volumeState(v unit.Volume) string {
+	st := string(v.State)
+	if st == "" {
+		st = "unknown"
+	}
+	if v.State != unit.SyncSyncing || v.Sync == nil {
+		return st
+	}
+	p := math.Floor(v.Sync.Percent)
+	if math.IsNaN(p) || p < 0 {
+		p = 0
+	}
+	p = min(p, 99)
+	st += fmt.Sprintf(" %d%%", int(p))
+	if v.Sync.ETASeconds > 0 {
+		st += " (ETA " + unit.FormatUptime(float64(v.Sync.ETASeconds)) + ")"
+	}
+	return st
 }

@@ -61,7 +61,10 @@ type Users interface {
 // Config configures a Server.
 type Config struct {
 	Source Source
-	Users  Users
+	// Storage serves the volumes, storage groups and disks; nil makes
+	// their routes answer 503 (the agent has no storage yet).
+	Storage StorageSource
+	Users   Users
 	// SessionKey signs session cookies. Both PMs must use the same key (derived
 	// from the unit key) so sessions survive a failover. At least 16 bytes.
 	SessionKey []byte
@@ -152,6 +155,19 @@ func (s *Server) routes() (*gin.Engine, error) {
 	authed.GET("/networks", s.networks)
 	authed.PATCH("/networks/:id", s.renameNetwork)
 	authed.POST("/networks/:id/actions/fix", s.fixNetwork)
+	// Authentication comes first so that a caller who is not logged in
+	// learns nothing, not even whether the unit has storage.
+	storage := authed.Group("", s.requireStorage)
+	storage.GET("/volumes", s.volumes)
+	storage.POST("/volumes", s.createVolume)
+	storage.GET("/volumes/:id", s.volume)
+	storage.DELETE("/volumes/:id", s.deleteVolume)
+	storage.POST("/volumes/:id/actions/grow", s.growVolume)
+	storage.POST("/volumes/:id/actions/resolve", s.resolveSplitBrain)
+	storage.DELETE("/volumes/:id/snapshots/:name", s.deleteSnapshot)
+	storage.GET("/storage-groups", s.storageGroups)
+	storage.GET("/disks", s.disks)
+	storage.POST("/disks/actions/activate", s.activateDisk)
 
 	e.NoRoute(func(c *gin.Context) {
 		if isAPI(c.Request) {

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -176,6 +177,103 @@ func (c *Client) FixNetwork(ctx context.Context, id int) (unit.Network, error) {
 	err := c.authedBody(ctx, http.MethodPost, "/api/v1/networks/"+strconv.Itoa(id)+"/actions/fix", nil, &n)
 	return n, err
 }
+
+// Volumes returns the unit's volumes.
+func (c *Client) Volumes(ctx context.Context) ([]unit.Volume, error) {
+	var vols []unit.Volume
+	err := c.authed(ctx, http.MethodGet, "/api/v1/volumes", &vols)
+	return vols, err
+}
+
+// Volume returns one volume. An unknown id is an *APIError with StatusCode
+// 404.
+func (c *Client) Volume(ctx context.Context, id int) (unit.Volume, error) {
+	var v unit.Volume
+	err := c.authed(ctx, http.MethodGet, volumePath(id), &v)
+	return v, err
+}
+
+// CreateVolume creates a volume mirrored on both PMs. It returns once the
+// unit has recorded it; the volume then goes through Creating and Syncing.
+func (c *Client) CreateVolume(ctx context.Context, spec unit.VolumeSpec) (unit.Volume, error) {
+	body, err := json.Marshal(spec)
+	if err != nil {
+		return unit.Volume{}, err
+	}
+	var v unit.Volume
+	err = c.authedBody(ctx, http.MethodPost, "/api/v1/volumes", body, &v)
+	return v, err
+}
+
+// GrowVolume grows volume id to sizeBytes on both PMs.
+func (c *Client) GrowVolume(ctx context.Context, id int, sizeBytes int64) (unit.Volume, error) {
+	body, err := json.Marshal(map[string]int64{"size_bytes": sizeBytes})
+	if err != nil {
+		return unit.Volume{}, err
+	}
+	var v unit.Volume
+	err = c.authedBody(ctx, http.MethodPost, volumePath(id)+"/actions/grow", body, &v)
+	return v, err
+}
+
+// DeleteVolume starts deleting volume id and its data on both PMs; the
+// volume shows as Deleting until both legs are gone.
+func (c *Client) DeleteVolume(ctx context.Context, id int) error {
+	return c.authed(ctx, http.MethodDelete, volumePath(id), nil)
+}
+
+// ResolveSplitBrain ends a split brain of volume id, keeping the data of PM
+// survivorPM; the other side is kept as a snapshot.
+func (c *Client) ResolveSplitBrain(ctx context.Context, id, survivorPM int) (unit.Volume, error) {
+	body, err := json.Marshal(map[string]int{"survivor": survivorPM})
+	if err != nil {
+		return unit.Volume{}, err
+	}
+	var v unit.Volume
+	err = c.authedBody(ctx, http.MethodPost, volumePath(id)+"/actions/resolve", body, &v)
+	return v, err
+}
+
+// DeleteSnapshot deletes snapshot name of volume id.
+func (c *Client) DeleteSnapshot(ctx context.Context, id int, name string) (unit.Volume, error) {
+	var v unit.Volume
+	err := c.authed(ctx, http.MethodDelete, volumePath(id)+"/snapshots/"+url.PathEscape(name), &v)
+	return v, err
+}
+
+// StorageGroups returns the unit's storage groups.
+func (c *Client) StorageGroups(ctx context.Context) ([]unit.StorageGroup, error) {
+	var groups []unit.StorageGroup
+	err := c.authed(ctx, http.MethodGet, "/api/v1/storage-groups", &groups)
+	return groups, err
+}
+
+// Disks returns the whole disks of both PMs.
+func (c *Client) Disks(ctx context.Context) ([]unit.Disk, error) {
+	var disks []unit.Disk
+	err := c.authed(ctx, http.MethodGet, "/api/v1/disks", &disks)
+	return disks, err
+}
+
+// ActivateDisk makes disk (a kernel name such as "vdb") of PM pm a member of
+// storage group group (0: the unit's default). A disk that holds data is
+// refused unless erase is true.
+func (c *Client) ActivateDisk(ctx context.Context, pm int, disk string, group int, erase bool) (unit.Disk, error) {
+	body, err := json.Marshal(struct {
+		PM    int    `json:"pm"`
+		Disk  string `json:"disk"`
+		Group int    `json:"group,omitempty"`
+		Erase bool   `json:"erase"`
+	}{pm, disk, group, erase})
+	if err != nil {
+		return unit.Disk{}, err
+	}
+	var d unit.Disk
+	err = c.authedBody(ctx, http.MethodPost, "/api/v1/disks/actions/activate", body, &d)
+	return d, err
+}
+
+func volumePath(id int) string { return "/api/v1/volumes/" + strconv.Itoa(id) }
 
 // Health returns the answering PM's health; it needs no credentials.
 func (c *Client) Health(ctx context.Context) (Health, error) {

@@ -34,6 +34,32 @@ Commands:
                   give shared network ID a new name
   network fix ID  pair shared network ID again after fixing its cabling
 
+  volume list     the volumes (mirrored VM disks) with their sync state
+  volume show ID|NAME
+                  one volume with its legs, split brain sides and snapshots
+  volume create NAME SIZE [--group ID]
+                  create a volume mirrored on both PMs, in storage group ID
+                  (default: the first group with room)
+  volume grow ID SIZE
+                  grow volume ID to SIZE on both PMs
+  volume delete ID --yes
+                  delete volume ID: destroys its data on both PMs
+  volume resolve ID --survivor PM
+                  end a split brain of volume ID keeping the data of PM; the
+                  other side is kept as a snapshot
+  volume snapshot-delete ID NAME
+                  delete snapshot NAME of volume ID
+  storage-group list
+                  the storage groups with their capacity and free space
+  disk list       the disks of both PMs: system, blank, foreign, member, failed
+  disk activate PM DISK [--group ID] [--erase]
+                  add disk DISK (e.g. vdb) of PM to storage group ID; a
+                  foreign disk (one that holds data) needs --erase
+
+  SIZE is a whole number of bytes or of a unit: 64MiB, 1GiB, 512M, 10G (K, M,
+  G, T are powers of 1024, as KiB, MiB, GiB, TiB; KB, MB, GB, TB of 1000).
+  Command flags may follow the command's arguments.
+
 Flags (before the command):
 `
 
@@ -78,9 +104,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, env func(
 		return exitUsage
 	}
 	cmd, err := parseCommand(fs.Args())
-	if err != nil {
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		fs.Usage()
+		return exitOK
+	case errors.Is(err, errUsage):
 		fmt.Fprintf(stderr, "dyadctl: %v\n\n", err)
 		fs.Usage()
+		return exitUsage
+	case err != nil: // a refusal, such as a delete without --yes
+		fmt.Fprintf(stderr, "dyadctl: %v\n", err)
 		return exitUsage
 	}
 	c := apiclient.New(*url, *user, *password, &http.Client{Timeout: *timeout})
@@ -184,6 +217,9 @@ func parseCommand(args []string) (command, error) {
 			fetch: func(ctx context.Context, c *apiclient.Client) (any, error) { return c.RenameNetwork(ctx, id, args[3]) },
 			print: func(w io.Writer, v any) error { return printNetworks(w, []unit.Network{v.(unit.Network)}) },
 		}, nil
+	}
+	if cmd, ok, err := parseStorageCommand(args); ok {
+		return cmd, err
 	}
 	return command{}, fmt.Errorf("%w: unknown command %q", errUsage, words)
 }

@@ -1,6 +1,7 @@
-// Dyad console: refreshes the dashboard from /api/v1/unit every 2 s. The
-// server renders the first state; this script only keeps it current. Every
-// value goes through textContent, never innerHTML.
+// Dyad console: refreshes the dashboard from /api/v1/unit (and, when the
+// page has a storage section, /api/v1/volumes and /api/v1/storage-groups)
+// every 2 s. The server renders the first state; this script only keeps it
+// current. Every value goes through textContent, never innerHTML.
 "use strict";
 
 (function () {
@@ -88,6 +89,119 @@
     return li;
   }
 
+  // Same rules as unit.FormatBytes: "64 MiB", "1.5 GiB", "512 B".
+  function formatBytes(n) {
+    if (typeof n !== "number" || !isFinite(n)) return "-";
+    if (n < 1024 && n > -1024) return n + " B";
+    const units = "KMGTPE";
+    let f = n / 1024, i = 0;
+    while ((f >= 1024 || f <= -1024) && i < units.length - 1) { f /= 1024; i++; }
+    return f.toFixed(1).replace(/\.0$/, "") + " " + units[i] + "iB";
+  }
+
+  // Same rules as volumeState in dashboard.go: "Syncing 42% (ETA 12s)".
+  function volumeState(v) {
+    let st = v.state || "unknown";
+    if (v.state !== "Syncing" || !v.sync) return st;
+    let p = Math.floor(Number(v.sync.percent) || 0);
+    p = Math.min(Math.max(p, 0), 99);
+    st += " " + p + "%";
+    if (v.sync.eta_seconds > 0) st += " (ETA " + uptime(v.sync.eta_seconds) + ")";
+    return st;
+  }
+
+  function emptyRow(cols, text) {
+    const tr = el("tr");
+    const td = el("td", "muted", text);
+    td.colSpan = cols;
+    tr.appendChild(td);
+    return tr;
+  }
+
+  function volumeRow(v) {
+    const tr = el("tr");
+    tr.dataset.volume = v.id;
+    const name = el("td", "pm-name", v.name + " ");
+    name.appendChild(el("span", "muted", "volume " + v.id));
+    tr.appendChild(name);
+    tr.appendChild(el("td", "", formatBytes(v.size_bytes)));
+    const state = el("td");
+    const badge = el("span", "badge sync-" + token(v.state), volumeState(v));
+    if (v.detail) badge.title = v.detail;
+    state.appendChild(badge);
+    tr.appendChild(state);
+    tr.appendChild(el("td", "", v.primary ? "PM " + v.primary : "none"));
+    const legs = el("td", "legs");
+    (v.legs || []).forEach(function (l) {
+      const span = el("span", "leg " + (l.failed ? "failed" : "disk-" + token(l.disk)), "PM " + l.pm + " " + (l.failed ? "failed" : l.disk));
+      span.title = l.role + ", " + l.connection + (l.detail ? ": " + l.detail : "");
+      legs.appendChild(span);
+    });
+    tr.appendChild(legs);
+    tr.appendChild(el("td", "", String(v.group)));
+    return tr;
+  }
+
+  function groupRow(g) {
+    const tr = el("tr");
+    tr.dataset.group = g.id;
+    const name = el("td", "pm-name", g.name + " ");
+    name.appendChild(el("span", "muted", "group " + g.id));
+    tr.appendChild(name);
+    tr.appendChild(el("td", "", formatBytes(g.capacity_bytes)));
+    tr.appendChild(el("td", "", formatBytes(g.free_bytes)));
+    tr.appendChild(el("td", "", String(g.volumes)));
+    tr.appendChild(el("td", "", (g.disks || []).map(function (d) { return "PM " + d.pm + " " + d.name; }).join(", ")));
+    return tr;
+  }
+
+  function renderStorage(vols, groups) {
+    const vrows = document.getElementById("volume-rows");
+    if (vols.length === 0) vrows.replaceChildren(emptyRow(6, "No volumes."));
+    else vrows.replaceChildren.apply(vrows, vols.map(volumeRow));
+    const grows = document.getElementById("group-rows");
+    if (groups.length === 0) grows.replaceChildren(emptyRow(5, "No storage groups."));
+    else grows.replaceChildren.apply(grows, groups.map(groupRow));
+    const s = document.getElementById("storage-status");
+    s.textContent = "";
+    s.hidden = true;
+    s.classList.remove("status-error");
+  }
+
+  // notLoggedIn is thrown by getJSON on a 401: the caller goes to the login page.
+  const notLoggedIn = new Error("not logged in");
+
+  async function getJSON(path) {
+    const resp = await fetch(path, {
+      headers: { "Accept": "application/json", "X-Dyad-Console": "1" },
+      credentials: "same-origin",
+      cache: "no-store",
+    });
+    if (resp.status === 401) throw notLoggedIn;
+    if (!resp.ok) {
+      let msg = resp.status + " " + resp.statusText;
+      try { msg = (await resp.json()).error || msg; } catch (e) { /* keep status text */ }
+      throw new Error(msg);
+    }
+    return resp.json();
+  }
+
+  // refreshStorage updates the storage section, when the page has one. Its
+  // failures show in the section, like the server-rendered page does.
+  async function refreshStorage() {
+    if (!document.getElementById("storage")) return;
+    try {
+      const both = await Promise.all([getJSON("/api/v1/volumes"), getJSON("/api/v1/storage-groups")]);
+      renderStorage(both[0] || [], both[1] || []);
+    } catch (e) {
+      if (e === notLoggedIn) throw e;
+      const s = document.getElementById("storage-status");
+      s.textContent = "Cannot refresh storage: " + e.message;
+      s.hidden = false;
+      s.classList.add("status-error");
+    }
+  }
+
   function render(u) {
     const fields = {
       name: u.name,
@@ -133,26 +247,18 @@
 
   async function refresh() {
     try {
-      const resp = await fetch("/api/v1/unit", {
-        headers: { "Accept": "application/json", "X-Dyad-Console": "1" },
-        credentials: "same-origin",
-        cache: "no-store",
-      });
-      if (resp.status === 401) {
-        window.location.assign("/login");
-        return;
-      }
-      if (!resp.ok) {
-        let msg = resp.status + " " + resp.statusText;
-        try { msg = (await resp.json()).error || msg; } catch (e) { /* keep status text */ }
-        setStatus("Cannot refresh: " + msg, true);
-        return;
-      }
-      render(await resp.json());
+      render(await getJSON("/api/v1/unit"));
+      await refreshStorage();
     } catch (e) {
-      // During a failover the management IP moves to the other PM: keep
-      // retrying; the session cookie is valid there too.
-      setStatus("Connection lost, retrying… (" + e.message + ")", true);
+      if (e === notLoggedIn) {
+        window.location.assign("/login");
+      } else if (e instanceof TypeError) {
+        // fetch failed. During a failover the management IP moves to the
+        // other PM: keep retrying; the session cookie is valid there too.
+        setStatus("Connection lost, retrying… (" + e.message + ")", true);
+      } else {
+        setStatus("Cannot refresh: " + e.message, true);
+      }
     } finally {
       window.setTimeout(refresh, refreshMs);
     }
