@@ -60,6 +60,9 @@ type Options struct {
 	// Storage is the PM's storage reconciler; nil runs the PM without
 	// storage (tests of other parts).
 	Storage Storage
+	// DRBDHelperSocket is where the agent answers the DRBD kernel
+	// module's helper calls; "" for none.
+	DRBDHelperSocket string
 }
 
 // Network is what the agent needs from the PM's network stack.
@@ -212,6 +215,11 @@ func (a *Agent) Run(ctx context.Context) error {
 		})
 	}
 
+	if a.opt.Storage != nil && a.opt.DRBDHelperSocket != "" {
+		if err := a.serveDRBDHelper(ctx, a.opt.DRBDHelperSocket); err != nil {
+			return err
+		}
+	}
 	peerSrv, err := a.servePeer(ctx)
 	if err != nil {
 		return err

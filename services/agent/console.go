@@ -36,6 +36,7 @@ func (a *Agent) startConsole(ip netip.Addr) (*consoleServer, error) {
 	ui, err := webui.New(webui.Config{
 		Source:     a,
 		Users:      users{a.db},
+		Storage:    a.storageSource(),
 		SessionKey: unitca.SessionKey(a.cfg.UnitKey),
 		Node:       a.cfg.Node,
 		Role:       a.Role,

@@ -4,13 +4,19 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/dyad-ha/dyad/services/pmconfig"
 	"github.com/dyad-ha/dyad/services/storage"
+	"github.com/dyad-ha/dyad/services/storage/drbdhelper"
 	"github.com/dyad-ha/dyad/services/store"
 	"github.com/dyad-ha/dyad/services/unit"
 	"github.com/dyad-ha/dyad/webui"
@@ -23,6 +29,26 @@ type Storage interface {
 	Outdate(ctx context.Context, volume int) error
 	SplitBrain(volume int)
 	LegFailed(minor int)
+}
+
+// storageSource is the console's storage API: nil on a PM without storage.
+func (a *Agent) storageSource() webui.StorageSource {
+	if a.opt.Storage == nil {
+		return nil
+	}
+	return a
+}
+
+// ReplicationAddrs are the addresses of node 1 and node 2 that carry the
+// mirrors: the first sync link when one is configured, else priv0.
+func ReplicationAddrs(cfg pmconfig.Config) [2]netip.Addr {
+	for _, path := range heartbeatPaths(cfg) {
+		if m := syncPath.FindStringSubmatch(path); m != nil {
+			k, _ := strconv.Atoi(m[1])
+			return [2]netip.Addr{syncAddr(k, 1).Addr(), syncAddr(k, 2).Addr()}
+		}
+	}
+	return [2]netip.Addr{pmconfig.Priv0Addr(1).Addr(), pmconfig.Priv0Addr(2).Addr()}
 }
 
 // storageRecords reads the desired storage from this PM's copy of the unit
@@ -461,4 +487,63 @@ func (a *Agent) peerStorageLeg(id int) (storage.LegState, bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.peerReport.Storage.Leg(id)
+}
+
+// serveDRBDHelper answers the DRBD kernel module's helper calls, which
+// /bin/dyad-drbd-helper forwards over a unix socket at path.
+func (a *Agent) serveDRBDHelper(ctx context.Context, path string) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return fmt.Errorf("drbd helper socket: %w", err)
+	}
+	os.Remove(path)
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return fmt.Errorf("drbd helper socket: %w", err)
+	}
+	go func() {
+		if err := drbdhelper.Serve(ctx, a.log, ln, a.drbdHelper); err != nil && ctx.Err() == nil {
+			a.log.Error("drbd helper socket", "err", err)
+		}
+	}()
+	return nil
+}
+
+// drbdHelper answers one DRBD helper call with its exit code.
+func (a *Agent) drbdHelper(ctx context.Context, c drbdhelper.Call) int {
+	a.log.Info("drbd helper call", "cmd", c.Cmd, "arg", c.Arg)
+	volume := func() (int, bool) {
+		if id, err := strconv.Atoi(strings.TrimPrefix(c.Resource, "r")); err == nil && c.Resource != "" {
+			return id, true
+		}
+		rs, err := a.storageRecords()
+		if err != nil {
+			return 0, false
+		}
+		for _, v := range rs.Volumes {
+			if v.Minor == c.Minor && !v.Deleted {
+				return v.ID, true
+			}
+		}
+		return 0, false
+	}
+	switch c.Cmd {
+	case drbdhelper.CmdFencePeer:
+		id, ok := volume()
+		if !ok {
+			a.log.Error("fence-peer for an unknown resource", "arg", c.Arg)
+			return fenceFailed
+		}
+		return a.fencePeer(ctx, id)
+	case drbdhelper.CmdSplitBrain, drbdhelper.CmdInitialSplitBrain:
+		if id, ok := volume(); ok {
+			a.opt.Storage.SplitBrain(id)
+			a.kickStorage()
+		}
+	case drbdhelper.CmdLocalIOError:
+		if c.Minor >= 0 {
+			a.opt.Storage.LegFailed(c.Minor)
+			a.kickStorage()
+		}
+	}
+	return 0
 }

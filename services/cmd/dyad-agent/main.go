@@ -16,6 +16,10 @@ import (
 	"github.com/dyad-ha/dyad/services/agent"
 	"github.com/dyad-ha/dyad/services/network"
 	"github.com/dyad-ha/dyad/services/pmconfig"
+	"github.com/dyad-ha/dyad/services/storage"
+	"github.com/dyad-ha/dyad/services/storage/drbd"
+	"github.com/dyad-ha/dyad/services/storage/drbdhelper"
+	"github.com/dyad-ha/dyad/services/storage/lvm"
 	"golang.org/x/sys/unix"
 )
 
@@ -50,16 +54,23 @@ func serve(cfg pmconfig.Config) int {
 		return 1
 	}
 	defer nm.Close()
+	st, err := newStorage(cfg, log)
+	if err != nil {
+		log.Error("storage", "err", err)
+		return 1
+	}
 	a, err := agent.New(agent.Options{
-		Config:         cfg,
-		DataDir:        "/data/dyad",
-		Version:        imageVersion("/etc/dyad/manifest.json"),
-		BootID:         bootID(),
-		Uptime:         agent.ReadUptime,
-		Hardware:       func(ctx context.Context) (any, error) { return hwcompat.Collect(ctx, "/") },
-		Net:            agent.Netlink{M: nm, Log: log},
-		Log:            log,
-		DataPersistent: persistent("/data"),
+		Config:           cfg,
+		DataDir:          "/data/dyad",
+		Version:          imageVersion("/etc/dyad/manifest.json"),
+		BootID:           bootID(),
+		Uptime:           agent.ReadUptime,
+		Hardware:         func(ctx context.Context) (any, error) { return hwcompat.Collect(ctx, "/") },
+		Net:              agent.Netlink{M: nm, Log: log},
+		Log:              log,
+		DataPersistent:   persistent("/data"),
+		Storage:          st,
+		DRBDHelperSocket: drbdhelper.SocketPath,
 	})
 	if err != nil {
 		log.Error("start", "err", err)
@@ -105,4 +116,31 @@ func persistent(dir string) bool {
 
 func indent(s string) string {
 	return "  " + strings.ReplaceAll(s, "\n", "\n  ")
+}
+
+// drbdHelperParam is where the DRBD module takes the program it calls on
+// fencing, split brain and I/O errors.
+const drbdHelperParam = "/sys/module/drbd/parameters/usermode_helper"
+
+// newStorage builds the storage reconciler on the PM's real LVM, DRBD and
+// disks. Without the drbd module the PM runs without storage, loudly.
+func newStorage(cfg pmconfig.Config, log *slog.Logger) (agent.Storage, error) {
+	if _, err := os.Stat(drbdHelperParam); err != nil {
+		log.Error("no DRBD kernel module: this PM runs without mirrored storage", "err", err)
+		return nil, nil
+	}
+	// The kernel runs this program for fencing and split brain; it asks
+	// the agent (drbdadm's handlers would need a shell).
+	if err := os.WriteFile(drbdHelperParam, []byte("/bin/dyad-drbd-helper"), 0o644); err != nil {
+		return nil, fmt.Errorf("setting the DRBD helper: %w", err)
+	}
+	n, err := storage.NewNode(cfg.Node,
+		storage.KernelLVM{L: lvm.New(lvm.ExecRunner("/sbin/lvm"))},
+		storage.KernelDRBD{A: &drbd.Admin{Run: drbd.ExecRunner(), Config: "/run/dyad/drbd.conf"}, Addrs: agent.ReplicationAddrs(cfg)},
+		storage.KernelDisks{PM: cfg.Node},
+		"/data/dyad/storage", log.With("part", "storage"))
+	if err != nil {
+		return nil, err
+	}
+	return n, nil
 }
