@@ -28,6 +28,28 @@ type archive struct {
 	outputTmp string
 }
 
+// LVMConfigPath is where lvm reads its configuration.
+const LVMConfigPath = "/etc/lvm/lvm.conf"
+
+// lvmConfig replaces Debian's lvm.conf, which sets nothing: everything not
+// here is lvm's built-in default.
+const lvmConfig = `# Dyad: written by imagebuild.
+activation {
+	# There is no udev in the image: lvm creates and removes the device
+	# nodes (/dev/<vg>/<lv>, /dev/mapper/<vg>-<lv>) itself. With udev
+	# synchronisation on, lvcreate fails ("device not cleared").
+	udev_sync = 0
+	udev_rules = 0
+	# There is no dmeventd either (snapshots would warn on every change).
+	monitoring = 0
+}
+devices {
+	# A DRBD device carries what its backing LV holds, a VM's disk: a PV
+	# a guest made there must never be seen (or activated) on the PM.
+	global_filter = [ "r|^/dev/drbd|" ]
+}
+`
+
 // baseRecords are the entries that exist in no host file: the directories
 // PID 1 mounts on, the console device the kernel opens for PID 1's stdio
 // before devtmpfs is mounted, and generated files and links.
@@ -44,6 +66,19 @@ func (a archive) baseRecords() []cpio.Record {
 		cpio.Directory("sys", 0o555),
 		cpio.Directory("tmp", 0o1777),
 		cpio.Directory("var", 0o755),
+		// drbd-utils keep state here and fail without the directories:
+		// drbdsetup and drbdmeta take a lock file /var/lock/drbd-147-<minor>,
+		// drbdadm registers resources in /var/run/drbd and keeps
+		// /var/lib/drbd. They are real directories on the initramfs
+		// rather than Debian's links into /run, whose tmpfs is mounted
+		// empty at boot.
+		cpio.Directory("var/lib", 0o755),
+		cpio.Directory("var/lib/drbd", 0o700),
+		cpio.Directory("var/lock", 0o755),
+		cpio.Directory("var/run", 0o755),
+		cpio.Directory("var/run/drbd", 0o755),
+		cpio.Directory("etc/lvm", 0o755),
+		cpio.StaticFile(relative(LVMConfigPath), lvmConfig, 0o644),
 		cpio.CharDev("dev/console", 0o600, 5, 1),
 		cpio.CharDev("dev/null", 0o666, 1, 3),
 		// e2fsprogs and util-linux consult /etc/mtab to refuse working on

@@ -84,10 +84,24 @@ func Defaults() Config {
 			{Package: "./init", Path: "/init"},
 			{Package: "./services/cmd/dyad-agent", Path: "/bin/dyad-agent"},
 			{Package: "./services/cmd/dyadctl", Path: "/bin/dyadctl"},
+			// The DRBD kernel module's usermode helper (the agent points
+			// /sys/module/drbd/parameters/usermode_helper at it).
+			{Package: "./services/cmd/dyad-drbd-helper", Path: "/bin/dyad-drbd-helper"},
 		},
 		HostFiles: []HostFile{
 			{Source: "/sbin/mke2fs"},
 			{Source: "/etc/mke2fs.conf"},
+			// Mirrored storage. Only the multi-call lvm binary is needed:
+			// Debian's vgcreate, lvs, ... are symlinks to it, and Dyad
+			// always calls `lvm <subcommand>`. Its configuration is the
+			// image's own (lvmConfig), not Debian's, which sets nothing.
+			{Source: "/sbin/lvm"},
+			// DRBD 8.4 userland for the in-tree 8.4 kernel module.
+			// drbdadm-84 runs drbdsetup-84 from its own directory and
+			// drbdmeta through PATH (/sbin).
+			{Source: "/lib/drbd/drbdadm-84"},
+			{Source: "/lib/drbd/drbdsetup-84"},
+			{Source: "/sbin/drbdmeta"},
 		},
 		LibDirs: elfdeps.DebianAMD64Dirs(),
 		Modules: []string{
@@ -106,7 +120,7 @@ func Defaults() Config {
 			// running VMs
 			"kvm", "kvm_intel", "kvm_amd",
 		},
-		Packages: []string{"e2fsprogs", "libc6"},
+		Packages: []string{"drbd-utils", "e2fsprogs", "libc6", "lvm2"},
 	}
 }
 

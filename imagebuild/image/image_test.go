@@ -133,16 +133,17 @@ func TestCollectHostFilesRejects(t *testing.T) {
 	}
 }
 
-// scratchModule writes a Go module with the three command packages of the
-// image, each printing its stamped version, so the builder is tested on its
-// own, independently of the state of init/ and services/.
+// scratchModule writes a Go module with the command packages of the image,
+// each printing its stamped version, so the builder is tested on its own,
+// independently of the state of init/ and services/.
 func scratchModule(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()
 	files := map[string]string{
 		"go.mod": "module example.com/scratch\n\ngo 1.26\n",
 	}
-	for _, pkg := range []string{"init", "services/cmd/dyad-agent", "services/cmd/dyadctl"} {
+	for _, c := range Defaults().Commands {
+		pkg := strings.TrimPrefix(c.Package, "./")
 		files[pkg+"/main.go"] = "package main\n\nimport \"fmt\"\n\nvar version = \"unstamped\"\n\nfunc main() { fmt.Println(\"" + pkg + "\", version) }\n"
 	}
 	for name, content := range files {
@@ -166,6 +167,11 @@ func needHost(t *testing.T) {
 	for _, p := range []string{"/sbin/mke2fs", "/etc/mke2fs.conf"} {
 		if _, err := os.Stat(p); err != nil {
 			t.Skipf("host lacks Debian e2fsprogs: %v", err)
+		}
+	}
+	for _, p := range []string{"/sbin/lvm", "/lib/drbd/drbdadm-84", "/lib/drbd/drbdsetup-84", "/sbin/drbdmeta"} {
+		if _, err := os.Stat(p); err != nil {
+			t.Skipf("host lacks Debian lvm2 or drbd-utils: %v", err)
 		}
 	}
 	if _, err := exec.LookPath("dpkg-query"); err != nil {
@@ -240,7 +246,7 @@ func TestBuild(t *testing.T) {
 	if outer.BuiltAt != "2023-11-14T22:13:20Z" || outer.Version != "0.0.0-dev" || outer.KernelVersion == "" {
 		t.Errorf("manifest header = %q %q %q", outer.Version, outer.BuiltAt, outer.KernelVersion)
 	}
-	for _, pkg := range []string{"e2fsprogs", "libc6", "linux-image-" + outer.KernelVersion} {
+	for _, pkg := range []string{"drbd-utils", "e2fsprogs", "libc6", "libdevmapper1.02.1", "lvm2", "linux-image-" + outer.KernelVersion} {
 		if outer.Packages[pkg] == "" {
 			t.Errorf("manifest lacks package %s: %v", pkg, outer.Packages)
 		}
@@ -299,9 +305,27 @@ func TestBuild(t *testing.T) {
 	}
 
 	// Host files with their libraries, and the loader link.
-	for _, p := range []string{"sbin/mke2fs", "etc/mke2fs.conf", "lib/x86_64-linux-gnu/libc.so.6", "lib/x86_64-linux-gnu/libext2fs.so.2"} {
+	for _, p := range []string{"sbin/mke2fs", "etc/mke2fs.conf", "lib/x86_64-linux-gnu/libc.so.6", "lib/x86_64-linux-gnu/libext2fs.so.2",
+		"sbin/lvm", "lib/x86_64-linux-gnu/libdevmapper.so.1.02.1", "etc/lvm/lvm.conf",
+		"lib/drbd/drbdadm-84", "lib/drbd/drbdsetup-84", "sbin/drbdmeta"} {
 		if r, ok := recs[p]; !ok || r.Mode&cpio.S_IFMT != cpio.S_IFREG {
 			t.Errorf("archive lacks regular file %s", p)
+		}
+	}
+	// lvm reads (lvmconfig in the QEMU tier shows it) the image's own
+	// configuration: no udev, no dmeventd, no PVs on DRBD devices.
+	if r, ok := recs["etc/lvm/lvm.conf"]; ok {
+		conf := string(content(t, r))
+		for _, want := range []string{"udev_sync = 0", "udev_rules = 0", "monitoring = 0", `global_filter = [ "r|^/dev/drbd|" ]`} {
+			if !strings.Contains(conf, want) {
+				t.Errorf("lvm.conf lacks %q:\n%s", want, conf)
+			}
+		}
+	}
+	// drbd-utils fail without their state directories.
+	for _, p := range []string{"var/lock", "var/run/drbd", "var/lib/drbd", "run", "tmp"} {
+		if r, ok := recs[p]; !ok || r.Mode&cpio.S_IFMT != cpio.S_IFDIR {
+			t.Errorf("archive lacks directory %s", p)
 		}
 	}
 	if r, ok := recs["lib64/ld-linux-x86-64.so.2"]; !ok || r.Mode&cpio.S_IFMT != cpio.S_IFLNK {
@@ -378,16 +402,29 @@ func TestBuild(t *testing.T) {
 		}
 	}
 
-	t.Run("mke2fs runs from the image", func(t *testing.T) {
+	// extracted unpacks the archive once, for the subtests that run its
+	// tools in a chroot.
+	var root string
+	extracted := func(st *testing.T) string {
+		st.Helper()
 		if os.Geteuid() != 0 {
-			t.Skip("chroot needs root")
+			st.Skip("chroot needs root")
 		}
-		root := t.TempDir()
+		if root != "" {
+			return root
+		}
+		dir := t.TempDir() // the parent's: it outlives the subtest
 		for _, r := range recs {
-			if err := cpio.CreateFileInRoot(r, root, false); err != nil {
-				t.Fatalf("extracting %s: %v", r.Name, err)
+			if err := cpio.CreateFileInRoot(r, dir, false); err != nil {
+				st.Fatalf("extracting %s: %v", r.Name, err)
 			}
 		}
+		root = dir
+		return root
+	}
+
+	t.Run("mke2fs runs from the image", func(t *testing.T) {
+		root := extracted(t)
 		if err := os.WriteFile(filepath.Join(root, "tmp", "disk.img"), nil, 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -409,6 +446,52 @@ func TestBuild(t *testing.T) {
 		// The ext2/3/4 superblock magic 0xEF53 sits at byte 1024+56.
 		if _, err := f.ReadAt(sb, 1024+56); err != nil || sb[0] != 0x53 || sb[1] != 0xEF {
 			t.Errorf("no ext4 superblock written: % x, %v", sb, err)
+		}
+	})
+
+	// The storage tools load from the image with their libraries and
+	// configuration. Without device-mapper or DRBD on the build host only
+	// what needs no kernel driver can run: versions, configuration, and
+	// drbdadm's dry run, which shows it finds drbdsetup-84 and drbdmeta.
+	t.Run("storage tools run from the image", func(t *testing.T) {
+		root := extracted(t)
+		conf := "resource r1 {\n  protocol C;\n  device /dev/drbd1 minor 1;\n  disk /dev/dyad_sg1/vol1;\n  meta-disk internal;\n" +
+			"  floating ipv4 127.0.0.1:7801;\n  floating ipv4 169.254.42.2:7801;\n}\n"
+		if err := os.WriteFile(filepath.Join(root, "tmp", "r1.res"), []byte(conf), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		for _, tc := range []struct {
+			argv []string
+			exit int
+			want []string
+		}{
+			{[]string{"/sbin/lvm", "version"}, 0, []string{"LVM version:", "Library version:"}},
+			{[]string{"/lib/drbd/drbdadm-84", "--version"}, 0, []string{"DRBDADM_API_VERSION=1"}},
+			{[]string{"/lib/drbd/drbdadm-84", "-d", "-c", "/tmp/r1.res", "create-md", "--force", "r1"}, 0,
+				[]string{"drbdmeta 1 v08 /dev/dyad_sg1/vol1 internal create-md --force"}},
+			{[]string{"/lib/drbd/drbdadm-84", "-d", "-c", "/tmp/r1.res", "up", "r1"}, 0, []string{
+				"/lib/drbd/drbdsetup-84 new-resource r1",
+				"/lib/drbd/drbdsetup-84 attach 1 /dev/dyad_sg1/vol1 /dev/dyad_sg1/vol1 internal",
+				"/lib/drbd/drbdsetup-84 connect r1 ipv4:127.0.0.1:7801 ipv4:169.254.42.2:7801 --protocol=C"}},
+			// Without arguments both print their usage and exit with 20.
+			{[]string{"/lib/drbd/drbdsetup-84"}, 20, []string{"USAGE: drbdsetup-84 command device arguments options"}},
+			{[]string{"/sbin/drbdmeta"}, 20, []string{"USAGE: drbdmeta [--force] DEVICE FORMAT"}},
+		} {
+			cmd := exec.Command(tc.argv[0], tc.argv[1:]...)
+			cmd.SysProcAttr = &syscall.SysProcAttr{Chroot: root}
+			cmd.Dir = "/"
+			// The test binary's descriptors make lvm complain, not fail.
+			cmd.Env = []string{"PATH=/bin:/sbin", "LVM_SUPPRESS_FD_WARNINGS=1"}
+			out, err := cmd.CombinedOutput()
+			if cmd.ProcessState == nil || cmd.ProcessState.ExitCode() != tc.exit {
+				t.Errorf("%q in the extracted image: %v, want exit status %d\n%s", tc.argv, err, tc.exit, out)
+				continue
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(string(out), w) {
+					t.Errorf("%q in the extracted image printed no %q:\n%s", tc.argv, w, out)
+				}
+			}
 		}
 	})
 }

@@ -114,6 +114,8 @@ func (s *Server) handle(ctx context.Context, req Request, reply func(Response) e
 		reply(s.exec(ctx, req))
 	case OpRead:
 		reply(s.read(req))
+	case OpPWrite, OpSHA256, OpDWrite, OpWriteFile:
+		reply(s.storage(ctx, req))
 	case OpLog:
 		resp := Response{ID: req.ID}
 		if data, ok := s.Logs(req.Service); ok {

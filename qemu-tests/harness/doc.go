@@ -16,4 +16,10 @@
 // business links biz1..bizK, each on a bridge of the same name (PM2's biz1
 // and biz2 swapped with CrossBusiness). Unit.Capture records the frames of
 // a bridge.
+//
+// Each PM has a system disk (vda in the guest, drive id disk0) and, by
+// default, two blank data disks for storage groups (vdb and vdc, drive ids
+// data0 and data1; Options.DataDisks). PM.FailDisk pulls one from under the
+// running guest; PM.WritePattern, PM.Sum and PM.DirectWrite write, check
+// and time data on the PM's disks and volumes over the test channel.
 package harness

@@ -33,6 +33,16 @@ const (
 	UnitName   = "lab"
 )
 
+// Drive ids of a PM's disks in QEMU: the names FailDisk takes.
+const SystemDiskID = "disk0"
+
+// DataDiskID is the drive id of data disk i, 0-based: data0, data1, ...
+func DataDiskID(i int) string { return fmt.Sprintf("data%d", i) }
+
+// maxDataDisks keeps every PCI device of the largest layout within the
+// 32 slots of the i440FX bus.
+const maxDataDisks = 8
+
 // priv0BasePort + N is the UDP port of PM N's priv0 on the namespace's
 // loopback; the namespace is private, so fixed ports cannot collide.
 const priv0BasePort = 20000
@@ -45,11 +55,18 @@ const closeTimeout = 30 * time.Second
 
 // Options describe a unit to boot. Zero values take the defaults.
 type Options struct {
-	Out          string // artifacts dir; default $DYAD_OUT, else out/ at the module root
-	N            int    // number of PMs, 1 or 2; default 2
-	WorkDir      string // disks, logs; default a new temp dir (kept)
-	MemoryMiB    int    // per PM; default 1024
-	DiskGiB      int    // sparse raw virtio disk per PM; default 2
+	Out       string // artifacts dir; default $DYAD_OUT, else out/ at the module root
+	N         int    // number of PMs, 1 or 2; default 2
+	WorkDir   string // disks, logs; default a new temp dir (kept)
+	MemoryMiB int    // per PM; default 1024
+	DiskGiB   int    // sparse raw virtio disk per PM; default 2
+	// DataDisks is the number of further disks per PM for storage groups,
+	// default 2, -1 for none. They are sparse raw files of DataDiskMiB
+	// (default 1024) in WorkDir, attached as virtio-blk after the system
+	// disk in PCI order (the guest names them vdb, vdc, ...), with drive
+	// ids DataDiskID(i) (see FailDisk) and serials LAB-PM<n>-DATA<i>.
+	DataDisks    int
+	DataDiskMiB  int
 	ExtraCmdline []string
 	Log          *slog.Logger // default discards
 
@@ -164,10 +181,20 @@ func Start(ctx context.Context, opts Options) (_ *Unit, err error) {
 			qmpPath: filepath.Join(sockDir, fmt.Sprintf("pm%d.qmp", n)),
 			tc:      testChannel{path: filepath.Join(sockDir, fmt.Sprintf("pm%d.tc", n))},
 			nics:    opts.layout(n),
+			disks:   []string{SystemDiskID},
 		}
 		disk := filepath.Join(opts.WorkDir, fmt.Sprintf("pm%d-disk.raw", n))
 		if err := blankDisk(disk, int64(opts.DiskGiB)<<30); err != nil {
 			return nil, fmt.Errorf("harness: pm%d: %w", n, err)
+		}
+		var dataDisks []string
+		for i := range opts.dataDisks() {
+			d := filepath.Join(opts.WorkDir, fmt.Sprintf("pm%d-data%d.raw", n, i))
+			if err := blankDisk(d, int64(opts.DataDiskMiB)<<20); err != nil {
+				return nil, fmt.Errorf("harness: pm%d: %w", n, err)
+			}
+			dataDisks = append(dataDisks, d)
+			pm.disks = append(pm.disks, DataDiskID(i))
 		}
 		for _, f := range []string{pm.serial, pm.qemuLog} {
 			if err := os.Truncate(f, 0); err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -191,6 +218,7 @@ func Start(ctx context.Context, opts Options) (_ *Unit, err error) {
 			initramfs: initramfs,
 			cmdline:   strings.Join(cmdline, " "),
 			disk:      disk,
+			dataDisks: dataDisks,
 			serial:    pm.serial,
 			qmp:       pm.qmpPath,
 			tc:        pm.tc.path,
@@ -220,6 +248,18 @@ func (o *Options) defaults() error {
 	if o.DiskGiB == 0 {
 		o.DiskGiB = 2
 	}
+	if o.DataDisks == 0 {
+		o.DataDisks = 2
+	}
+	if o.DataDisks < -1 || o.DataDisks > maxDataDisks {
+		return fmt.Errorf("harness: %d data disks requested, want -1 (none) to %d", o.DataDisks, maxDataDisks)
+	}
+	if o.DataDiskMiB == 0 {
+		o.DataDiskMiB = 1024
+	}
+	if o.DataDiskMiB < 0 {
+		return fmt.Errorf("harness: data disks of %d MiB requested", o.DataDiskMiB)
+	}
 	if err := o.checkLayout(); err != nil {
 		return err
 	}
@@ -242,6 +282,9 @@ func (o *Options) defaults() error {
 	}
 	return nil
 }
+
+// dataDisks is the number of data disks per PM once defaults applied.
+func (o *Options) dataDisks() int { return max(o.DataDisks, 0) }
 
 // DefaultOut is $DYAD_OUT, else the out/ dir at the root of the module that
 // contains the working directory (tests run in their package's dir).

@@ -243,6 +243,46 @@ func TestUnitOfTinyGuests(t *testing.T) {
 		t.Error("SetLink accepted an unknown link")
 	}
 
+	// Every cable of pm1 at once.
+	if err := pm1.SetAllLinks(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	if body, err := getPeer(ctx); err == nil {
+		t.Errorf("all links of pm1 cut, yet it got %q from pm2", body)
+	}
+	short, cancelShort := context.WithTimeout(ctx, 2*time.Second)
+	if body, err := httpBody(short, u.HTTPClient(), "http://"+pm1.Addr()+"/"); err == nil {
+		t.Errorf("all links of pm1 cut, yet its ibiz0 answered %q", body)
+	}
+	cancelShort()
+	if err := pm1.SetAllLinks(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := WaitFor(ctx, 30*time.Second, "priv0 back after every cable is plugged in", func(ctx context.Context) (bool, error) {
+		body, err := getPeer(ctx)
+		return body == "tinyinit pm2\n", err
+	}); err != nil {
+		t.Error(err)
+	}
+
+	// Data disks: sparse files of the default size, and QEMU takes one
+	// away from under the running guest.
+	for i := range 2 {
+		st, err := os.Stat(filepath.Join(u.WorkDir(), fmt.Sprintf("pm1-data%d.raw", i)))
+		if err != nil || st.Size() != 1<<30 {
+			t.Errorf("data disk %d of pm1: %v, %v; want 1 GiB", i, st, err)
+		}
+	}
+	if err := pm1.FailDisk(ctx, DataDiskID(1)); err != nil {
+		t.Error(err)
+	}
+	if err := pm1.FailDisk(ctx, DataDiskID(1)); err == nil || !strings.Contains(err.Error(), "not found") {
+		t.Errorf("failing a deleted disk: %v, want QEMU's not found", err)
+	}
+	if err := pm1.FailDisk(ctx, DataDiskID(2)); err == nil || !strings.Contains(err.Error(), "unknown disk") {
+		t.Errorf("failing a disk pm1 does not have: %v", err)
+	}
+
 	// Forward: host loopback -> namespace.
 	ln, err := u.Forward(ctx, "127.0.0.1:0", pm2.Addr()+":80")
 	if err != nil {
@@ -255,7 +295,7 @@ func TestUnitOfTinyGuests(t *testing.T) {
 	if err := pm2.SetLink(ctx, LinkIbiz0, false); err != nil {
 		t.Fatal(err)
 	}
-	short, cancelShort := context.WithTimeout(ctx, 2*time.Second)
+	short, cancelShort = context.WithTimeout(ctx, 2*time.Second)
 	if body, err := httpBody(short, u.HTTPClient(), "http://"+pm2.Addr()+"/"); err == nil {
 		t.Errorf("ibiz0 of pm2 cut, yet GET answered %q", body)
 	}

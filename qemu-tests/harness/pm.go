@@ -33,7 +33,8 @@ type PM struct {
 	qemuLog string
 	tc      testChannel
 	qmpPath string
-	nics    []nic // in PCI order
+	nics    []nic    // in PCI order
+	disks   []string // QEMU drive ids: SystemDiskID, then DataDiskID(i)
 
 	mu   sync.Mutex
 	proc *process
@@ -251,6 +252,17 @@ func (pm *PM) SetLink(ctx context.Context, link string, up bool) error {
 	}
 	if err := c.Execute(ctx, "set_link", map[string]any{"name": link, "up": up}, nil); err != nil {
 		return fmt.Errorf("pm%d: set link %s: %w", pm.n, link, err)
+	}
+	return nil
+}
+
+// SetAllLinks plugs (up) or unplugs the cable of every link of the PM,
+// as a PM that loses (or gets back) all its network would.
+func (pm *PM) SetAllLinks(ctx context.Context, up bool) error {
+	for _, c := range pm.nics {
+		if err := pm.SetLink(ctx, c.Link, up); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -79,6 +79,29 @@ func TestLayoutDefaultQEMUArgs(t *testing.T) {
 			t.Errorf("QEMU args %q lack %q", args, want)
 		}
 	}
+	if strings.Contains(args, "data0") {
+		t.Errorf("QEMU args without data disks name one: %q", args)
+	}
+}
+
+// Data disks come after every other device, so that they move nothing
+// and the guest names the system disk vda and them vdb, vdc, ...
+func TestDataDiskQEMUArgs(t *testing.T) {
+	opts := Options{N: 2, BusinessLinks: 1}
+	args := strings.Join(qemuArgs("qemu", accelTCG, qemuConfig{n: 1, nics: opts.layout(1), disk: "d", dataDisks: []string{"/w/pm1-data0.raw", "/w/pm1-data1.raw"}, tc: "tc"}), " ")
+	for _, want := range []string{
+		"-drive file=d,format=raw,if=none,id=disk0,discard=unmap -device virtio-blk-pci,drive=disk0,serial=LAB-PM1-DISK0,addr=0x6",
+		"virtio-serial-pci,id=vser0,addr=0x8",
+		"-drive file=/w/pm1-data0.raw,format=raw,if=none,id=data0,discard=unmap -device virtio-blk-pci,drive=data0,serial=LAB-PM1-DATA0,addr=0x9",
+		"-drive file=/w/pm1-data1.raw,format=raw,if=none,id=data1,discard=unmap -device virtio-blk-pci,drive=data1,serial=LAB-PM1-DATA1,addr=0xa",
+	} {
+		if !strings.Contains(args, want) {
+			t.Errorf("QEMU args %q lack %q", args, want)
+		}
+	}
+	if i, j := strings.Index(args, "drive=data0"), strings.Index(args, "drive=data1"); i < 0 || j < i {
+		t.Errorf("data disks out of order in %q", args)
+	}
 }
 
 func TestLayoutRefused(t *testing.T) {

@@ -137,6 +137,7 @@ type qemuConfig struct {
 	initramfs string
 	cmdline   string
 	disk      string
+	dataDisks []string // drive ids DataDiskID(i)
 	serial    string
 	qmp       string
 	tc        string
@@ -145,7 +146,9 @@ type qemuConfig struct {
 
 // qemuArgs returns the QEMU command line of a PM. PCI slots are fixed and
 // follow the order of c.nics, so that priv0 is always the first NIC; the
-// other devices come after the NICs.
+// other devices come after the NICs, the data disks last, so that the
+// system disk is the first virtio disk (vda) and adding data disks moves
+// no other device.
 func qemuArgs(bin string, acc accel, c qemuConfig) []string {
 	cpu := "max"
 	if acc == accelKVM {
@@ -175,9 +178,9 @@ func qemuArgs(bin string, acc accel, c qemuConfig) []string {
 			"-device", fmt.Sprintf("virtio-net-pci,netdev=%s,mac=%s,addr=%#x", nic.Link, nic.MAC, slot))
 		slot++
 	}
-	return append(args,
-		"-drive", "file="+c.disk+",format=raw,if=none,id=disk0,discard=unmap",
-		"-device", fmt.Sprintf("virtio-blk-pci,drive=disk0,serial=LAB-PM%d-DISK0,addr=%#x", c.n, slot),
+	args = append(args,
+		"-drive", "file="+c.disk+",format=raw,if=none,id="+SystemDiskID+",discard=unmap",
+		"-device", fmt.Sprintf("virtio-blk-pci,drive=%s,serial=LAB-PM%d-DISK0,addr=%#x", SystemDiskID, c.n, slot),
 		"-object", "rng-random,id=rng0,filename=/dev/urandom",
 		"-device", fmt.Sprintf("virtio-rng-pci,rng=rng0,addr=%#x", slot+1),
 		"-smbios", fmt.Sprintf("type=1,manufacturer=Dyad Lab,product=QEMU PM,serial=LAB-PM%d", c.n),
@@ -185,4 +188,13 @@ func qemuArgs(bin string, acc accel, c qemuConfig) []string {
 		"-chardev", "socket,id=tc,path="+c.tc+",server=on,wait=off",
 		"-device", "virtserialport,bus=vser0.0,chardev=tc,name=dyad.test",
 	)
+	slot += 3
+	for i, d := range c.dataDisks {
+		id := DataDiskID(i)
+		args = append(args,
+			"-drive", "file="+d+",format=raw,if=none,id="+id+",discard=unmap",
+			"-device", fmt.Sprintf("virtio-blk-pci,drive=%s,serial=LAB-PM%d-DATA%d,addr=%#x", id, c.n, i, slot))
+		slot++
+	}
+	return args
 }

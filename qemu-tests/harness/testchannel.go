@@ -27,6 +27,14 @@ type tcRequest struct {
 	Path      string   `json:"path,omitempty"`
 	Service   string   `json:"service,omitempty"`
 	Signal    string   `json:"signal,omitempty"`
+	Offset    int64    `json:"offset,omitempty"`
+	Length    int64    `json:"length,omitempty"`
+	Seed      int64    `json:"seed,omitempty"`
+	Direct    bool     `json:"direct,omitempty"`
+	DSync     bool     `json:"dsync,omitempty"`
+	BlockSize int64    `json:"block_size,omitempty"`
+	Count     int64    `json:"count,omitempty"`
+	Data      []byte   `json:"data,omitempty"`
 }
 
 // tcResponse is one response of the test channel protocol.

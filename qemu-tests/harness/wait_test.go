@@ -109,10 +109,15 @@ func TestOptionsDefaults(t *testing.T) {
 		want    Options
 		wantErr bool
 	}{
-		{name: "zero", in: Options{WorkDir: "w"}, want: Options{Out: "/nonexistent/out", N: 2, WorkDir: "w", MemoryMiB: 1024, DiskGiB: 2}},
-		{name: "kept", in: Options{Out: "o", N: 1, WorkDir: "w", MemoryMiB: 256, DiskGiB: 1}, want: Options{Out: "o", N: 1, WorkDir: "w", MemoryMiB: 256, DiskGiB: 1}},
+		{name: "zero", in: Options{WorkDir: "w"}, want: Options{Out: "/nonexistent/out", N: 2, WorkDir: "w", MemoryMiB: 1024, DiskGiB: 2, DataDisks: 2, DataDiskMiB: 1024}},
+		{name: "kept", in: Options{Out: "o", N: 1, WorkDir: "w", MemoryMiB: 256, DiskGiB: 1, DataDisks: 3, DataDiskMiB: 64},
+			want: Options{Out: "o", N: 1, WorkDir: "w", MemoryMiB: 256, DiskGiB: 1, DataDisks: 3, DataDiskMiB: 64}},
+		{name: "no data disks", in: Options{WorkDir: "w", DataDisks: -1}, want: Options{Out: "/nonexistent/out", N: 2, WorkDir: "w", MemoryMiB: 1024, DiskGiB: 2, DataDisks: -1, DataDiskMiB: 1024}},
 		{name: "three PMs", in: Options{N: 3, WorkDir: "w"}, wantErr: true},
 		{name: "negative PMs", in: Options{N: -1, WorkDir: "w"}, wantErr: true},
+		{name: "too many data disks", in: Options{WorkDir: "w", DataDisks: 9}, wantErr: true},
+		{name: "negative data disks", in: Options{WorkDir: "w", DataDisks: -2}, wantErr: true},
+		{name: "negative data disk size", in: Options{WorkDir: "w", DataDiskMiB: -1}, wantErr: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -132,7 +137,8 @@ func TestOptionsDefaults(t *testing.T) {
 			}
 			got.Log = nil
 			if got.Out != tt.want.Out || got.N != tt.want.N || got.WorkDir != tt.want.WorkDir ||
-				got.MemoryMiB != tt.want.MemoryMiB || got.DiskGiB != tt.want.DiskGiB {
+				got.MemoryMiB != tt.want.MemoryMiB || got.DiskGiB != tt.want.DiskGiB ||
+				got.DataDisks != tt.want.DataDisks || got.DataDiskMiB != tt.want.DataDiskMiB {
 				t.Errorf("defaults: %+v, want %+v", got, tt.want)
 			}
 		})
