@@ -203,6 +203,12 @@ func measureUnit(ctx context.Context, log *slog.Logger, out string) (_ []sample,
 	}
 	s = append(s, lat...)
 
+	st, err := storageBench(ctx, log, u, poll)
+	if err != nil {
+		return nil, "", fmt.Errorf("storage: %w", err)
+	}
+	s = append(s, st...)
+
 	// Before the power-off: it needs both PMs, and the unit is formed
 	// again before the primary fails.
 	peer, err := peerLoss(ctx, log, u, poll, primaryOf(pms))

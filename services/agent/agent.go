@@ -154,15 +154,15 @@ func New(opt Options) (*Agent, error) {
 	}
 	a := &Agent{
 		opt: opt, cfg: opt.Config, log: opt.Log, db: db, ca: ca, leaf: leaf,
-		paths:    heartbeatPaths(opt.Config),
-		heard:    map[string][]probe.Probe{},
+		paths:       heartbeatPaths(opt.Config),
+		heard:       map[string][]probe.Probe{},
 		storageKick: make(chan struct{}, 1),
-		hbKey:    unitca.HeartbeatKey(opt.Config.UnitKey),
-		leases:   opt.Leases,
-		clientID: dhcpClientID(opt.Config.UnitKey),
-		start:    time.Now(),
-		role:     unit.RoleNone,
-		epoch:    db.Position().Epoch,
+		hbKey:       unitca.HeartbeatKey(opt.Config.UnitKey),
+		leases:      opt.Leases,
+		clientID:    dhcpClientID(opt.Config.UnitKey),
+		start:       time.Now(),
+		role:        unit.RoleNone,
+		epoch:       db.Position().Epoch,
 		// The peer takes from one boot of this PM only beats numbered above
 		// the last it took, and init restarts a crashed agent within the
 		// same boot: numbering from the uptime in milliseconds stays above

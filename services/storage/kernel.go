@@ -61,7 +61,7 @@ func (k KernelLVM) LVs(ctx context.Context, vg string) ([]LVInfo, error) {
 	}
 	out := make([]LVInfo, 0, len(lvs))
 	for _, l := range lvs {
-		out = append(out, LVInfo{Name: l.Name, SizeBytes: l.Size, Origin: l.Origin, Devices: l.Devices, Created: l.Created})
+		out = append(out, LVInfo{Name: l.Name, SizeBytes: l.Size, Origin: l.Origin, Devices: l.Devices, Created: l.Created, Active: l.Active()})
 	}
 	return out, nil
 }
@@ -96,6 +96,9 @@ func (k KernelLVM) ExtendLV(ctx context.Context, vg, lv string, size int64) erro
 func (k KernelLVM) RemoveLV(ctx context.Context, vg, lv string) error {
 	return k.L.RemoveLV(ctx, vg, lv)
 }
+
+// ActivateVG implements LVM.
+func (k KernelLVM) ActivateVG(ctx context.Context, vg string) error { return k.L.ActivateVG(ctx, vg) }
 
 // Snapshot implements LVM.
 func (k KernelLVM) Snapshot(ctx context.Context, vg, origin, name string, size int64) error {

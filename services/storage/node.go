@@ -29,6 +29,8 @@ type LVM interface {
 	ExtendLV(ctx context.Context, vg, lv string, size int64) error
 	RemoveLV(ctx context.Context, vg, lv string) error
 	Snapshot(ctx context.Context, vg, origin, name string, size int64) error
+	// ActivateVG makes the logical volumes of vg usable (after a boot).
+	ActivateVG(ctx context.Context, vg string) error
 }
 
 // VGInfo is a volume group.
@@ -47,6 +49,8 @@ type LVInfo struct {
 	Origin    string // the origin of a snapshot
 	Devices   []string
 	Created   time.Time
+	// Active is true when the kernel has the volume's device.
+	Active bool
 }
 
 // DRBD is what the reconciler needs of DRBD on its PM.
@@ -299,7 +303,16 @@ func (n *Node) Reconcile(ctx context.Context, d Desired) (rep Report) {
 			continue
 		}
 		rep.Groups = append(rep.Groups, GroupState{ID: g.ID, SizeBytes: vgs[i].SizeBytes, FreeBytes: vgs[i].FreeBytes, PVs: vgs[i].PVs, Missing: vgs[i].Missing})
-		if l, err := n.lvm.LVs(ctx, g.VG()); err != nil {
+		l, err := n.lvm.LVs(ctx, g.VG())
+		if err == nil && slices.ContainsFunc(l, func(lv LVInfo) bool { return !lv.Active }) {
+			// After a boot LVM leaves the volumes inactive.
+			n.log.Info("activating volume group", "vg", g.VG())
+			if err := n.lvm.ActivateVG(ctx, g.VG()); err != nil {
+				r.problem("activating %s: %v", g.VG(), err)
+			}
+			l, err = n.lvm.LVs(ctx, g.VG())
+		}
+		if err != nil {
 			r.problem("listing logical volumes of %s: %v", g.VG(), err)
 			lvmOK = false
 		} else {

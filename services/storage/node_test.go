@@ -79,7 +79,7 @@ func (w *world) CreateLV(_ context.Context, vg, lv string, size int64) error {
 	if err := w.call("lvcreate %s/%s %d", vg, lv, size); err != nil {
 		return err
 	}
-	w.lvs[vg] = append(w.lvs[vg], LVInfo{Name: lv, SizeBytes: size, Devices: []string{"/dev/vdb"}})
+	w.lvs[vg] = append(w.lvs[vg], LVInfo{Name: lv, SizeBytes: size, Devices: []string{"/dev/vdb"}, Active: true})
 	return nil
 }
 func (w *world) ExtendLV(_ context.Context, vg, lv string, size int64) error {
@@ -92,11 +92,17 @@ func (w *world) RemoveLV(_ context.Context, vg, lv string) error {
 	w.lvs[vg] = slices.DeleteFunc(w.lvs[vg], func(l LVInfo) bool { return l.Name == lv })
 	return nil
 }
+func (w *world) ActivateVG(_ context.Context, vg string) error {
+	for i := range w.lvs[vg] {
+		w.lvs[vg][i].Active = true
+	}
+	return w.call("vgchange -ay %s", vg)
+}
 func (w *world) Snapshot(_ context.Context, vg, origin, name string, size int64) error {
 	if err := w.call("snapshot %s/%s %s", vg, origin, name); err != nil {
 		return err
 	}
-	w.lvs[vg] = append(w.lvs[vg], LVInfo{Name: name, Origin: origin, SizeBytes: size})
+	w.lvs[vg] = append(w.lvs[vg], LVInfo{Name: name, Origin: origin, SizeBytes: size, Active: true})
 	return nil
 }
 
@@ -256,6 +262,9 @@ func TestNodeNeverForcesAnInitializedVolume(t *testing.T) {
 	}
 	if w.did("create-md") {
 		t.Errorf("created metadata on an existing leg: %q", w.calls)
+	}
+	if !w.did("vgchange -ay dyad_sg1") {
+		t.Errorf("the inactive volume group of a fresh boot was not activated: %q", w.calls)
 	}
 	if !strings.Contains(rep.Legs[0].Error, "Need access to UpToDate data") {
 		t.Errorf("leg error = %q", rep.Legs[0].Error)

@@ -142,7 +142,8 @@ func execEnv(env []string) []string {
 		}
 		out = append(out, kv)
 	}
-	return append(out, "PATH="+ExecPath, "LC_ALL=C")
+	// drbd-utils 9 warns on every call that the 8.4 module is not 9.
+	return append(out, "PATH="+ExecPath, "LC_ALL=C", "DRBD_DONT_WARN_ON_VERSION_MISMATCH=1")
 }
 
 func clip(s string) string {
