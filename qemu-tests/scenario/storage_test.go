@@ -153,7 +153,8 @@ func TestStalePeerNeverPromotes(t *testing.T) {
 	u, c := startUnit(t, 2)
 	v, stale, survivor := failover(t, ctx, u, c)
 	// New data the stale PM does not have.
-	if _, err := u.PM(survivor).WritePattern(ctx, v.Device, 0, 1<<20, 43, true); err != nil {
+	newer, err := u.PM(survivor).WritePattern(ctx, v.Device, 0, 1<<20, 43, true)
+	if err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("powering off pm%d and booting the stale pm%d alone", survivor, stale)
@@ -164,17 +165,16 @@ func TestStalePeerNeverPromotes(t *testing.T) {
 		t.Fatal(err)
 	}
 	pm := u.PM(stale)
-	err := harness.WaitFor(ctx, 3*time.Minute, fmt.Sprintf("pm%d to refuse to make its outdated leg writable", stale), func(ctx context.Context) (bool, error) {
-		logs, err := agentLogs(ctx, pm)
-		if err != nil {
-			return false, err
+	// Alone, the stale PM becomes primary of the unit and tries to make the
+	// volume writable; DRBD refuses (its leg is not known to be current and
+	// the peer cannot be outdated) and the console says why.
+	v = waitVolume(t, ctx, c, v.ID, 4*time.Minute, fmt.Sprintf("pm%d to refuse its outdated leg", stale), func(v unit.Volume) error {
+		l, ok := legOn(v, stale)
+		if v.State != unit.SyncOutdated || v.Primary != 0 || !ok || !strings.Contains(l.Detail, "will not make this leg writable") {
+			return fmt.Errorf("not yet")
 		}
-		return met(strings.Contains(string(logs), "will not make this leg writable") || strings.Contains(string(logs), "waiting for both legs"),
-			"no refusal in the agent log yet")
+		return nil
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
 	d, err := procMinor(ctx, pm, v.Minor)
 	if err != nil {
 		t.Fatal(err)
@@ -182,14 +182,22 @@ func TestStalePeerNeverPromotes(t *testing.T) {
 	if d.Role != "Secondary" || d.Disk == "UpToDate" {
 		t.Errorf("stale pm%d's leg is %s/%s, want Secondary and not UpToDate", stale, d.Role, d.Disk)
 	}
-	// The console of the lone PM shows why the volume is unavailable.
-	v = waitVolume(t, ctx, c, v.ID, 2*time.Minute, "the volume to show Outdated", func(v unit.Volume) error {
-		if v.State != unit.SyncOutdated || v.Primary != 0 {
+	t.Logf("stale pm%d: %s", stale, v.Detail)
+
+	// The PM with the current data returns: the unit takes its side and the
+	// stale leg is brought up to date from it.
+	if err := u.PM(survivor).PowerOn(ctx); err != nil {
+		t.Fatal(err)
+	}
+	v = waitVolume(t, ctx, c, v.ID, 4*time.Minute, "the volume in sync from the current leg", func(v unit.Volume) error {
+		if v.State != unit.SyncUpToDate || v.Primary == 0 {
 			return fmt.Errorf("not yet")
 		}
 		return nil
 	})
-	t.Logf("stale pm%d: %s", stale, v.Detail)
+	if got, err := u.PM(v.Primary).Sum(ctx, v.Device, 0, 1<<20); err != nil || got != newer {
+		t.Errorf("pm%d reads %s (%v), the current data is %s", v.Primary, got, err, newer)
+	}
 }
 
 func TestResyncDirtyOnly(t *testing.T) {

@@ -124,6 +124,17 @@ type Node struct {
 	report   Report
 	// lastLVs are the logical volumes per group LVM last listed.
 	lastLVs map[int][]LVInfo
+	// refused is the leg state in which DRBD last refused to promote a
+	// volume: the promotion is tried again only when the state changes,
+	// not every round (each try runs the fence-peer helper).
+	refused map[int]refusal
+	// lastErr is the last error logged per volume, to log each once.
+	lastErr map[int]string
+}
+
+type refusal struct {
+	st  MinorState
+	err string
 }
 
 // legMemory is kept in the state directory.
@@ -140,7 +151,8 @@ type legMemory struct {
 // PM must remember of its legs (on the data partition).
 func NewNode(self int, lvm LVM, drbd DRBD, disks Disks, stateDir string, log *slog.Logger) (*Node, error) {
 	n := &Node{self: self, lvm: lvm, drbd: drbd, disks: disks, stateDir: stateDir, log: log,
-		local: map[int]*legMemory{}, attached: map[int]bool{}, failed: map[int]bool{}}
+		local: map[int]*legMemory{}, attached: map[int]bool{}, failed: map[int]bool{},
+		refused: map[int]refusal{}, lastErr: map[int]string{}}
 	if err := os.MkdirAll(stateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("storage state: %w", err)
 	}
@@ -377,7 +389,18 @@ func (n *Node) Reconcile(ctx context.Context, d Desired) (rep Report) {
 		if _, ok := lvs[v.Group]; !ok {
 			continue
 		}
-		rep.Legs = append(rep.Legs, n.reconcileLeg(ctx, v, d, status[v.Minor], lvs[v.Group]))
+		leg := n.reconcileLeg(ctx, v, d, status[v.Minor], lvs[v.Group])
+		n.mu.Lock()
+		if leg.Error != n.lastErr[v.ID] {
+			if leg.Error != "" {
+				n.log.Warn("volume leg", "volume", v.Name, "problem", leg.Error)
+			} else {
+				n.log.Info("volume leg recovered", "volume", v.Name)
+			}
+			n.lastErr[v.ID] = leg.Error
+		}
+		n.mu.Unlock()
+		rep.Legs = append(rep.Legs, leg)
 	}
 	return rep
 }
@@ -653,10 +676,23 @@ func (n *Node) reconcileLeg(ctx context.Context, v VolumeRecord, d Desired, st M
 		if !v.Initialized && !force && st.Disk != "UpToDate" {
 			return fail("waiting for both legs before the first sync")
 		}
+		n.mu.Lock()
+		last, tried := n.refused[v.ID]
+		n.mu.Unlock()
+		if tried && last.st == stateKey(st) {
+			return fail("%s", last.err)
+		}
 		n.log.Info("promoting volume", "volume", v.Name, "force", force)
 		if err := n.drbd.Primary(ctx, res, force); err != nil {
-			return fail("will not make this leg writable: %v", err)
+			msg := fmt.Sprintf("will not make this leg writable: %v", err)
+			n.mu.Lock()
+			n.refused[v.ID] = refusal{st: stateKey(st), err: msg}
+			n.mu.Unlock()
+			return fail("%s", msg)
 		}
+		n.mu.Lock()
+		delete(n.refused, v.ID)
+		n.mu.Unlock()
 		if force {
 			n.remember(v.ID, func(m *legMemory) { m.Forced = true })
 		}
@@ -691,6 +727,12 @@ func (n *Node) reconcileLeg(ctx context.Context, v VolumeRecord, d Desired, st M
 	leg.LastPrimary, leg.Forced = mm.LastPrimary, mm.Forced
 	n.mu.Unlock()
 	return leg
+}
+
+// stateKey is the part of a leg's state that decides whether DRBD lets it
+// become Primary.
+func stateKey(st MinorState) MinorState {
+	return MinorState{Connection: st.Connection, Role: st.Role, PeerRole: st.PeerRole, Disk: st.Disk, PeerDisk: st.PeerDisk}
 }
 
 func (n *Node) wasAttached(minor int) bool {

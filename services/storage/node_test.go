@@ -266,6 +266,21 @@ func TestNodeNeverForcesAnInitializedVolume(t *testing.T) {
 	if !w.did("vgchange -ay dyad_sg1") {
 		t.Errorf("the inactive volume group of a fresh boot was not activated: %q", w.calls)
 	}
+	// Each try runs DRBD's fence-peer helper: no new try until the leg's
+	// state changes, and the refusal stays reported.
+	d := Desired{Records: Records{Groups: []GroupRecord{group1}, Volumes: []VolumeRecord{vol}}, Primary: always(true), PeerLost: true}
+	w.calls = nil
+	rep = n.Reconcile(context.Background(), d)
+	if w.did("primary") || !strings.Contains(rep.Legs[0].Error, "Need access to UpToDate data") {
+		t.Errorf("second round: calls %q, error %q", w.calls, rep.Legs[0].Error)
+	}
+	w.drbd[0] = MinorState{Connection: "Connected", Role: "Secondary", PeerRole: "Secondary", Disk: "Consistent", PeerDisk: "UpToDate"}
+	delete(w.fail, "primary")
+	w.calls = nil
+	n.Reconcile(context.Background(), d)
+	if !w.did("primary r1 force=false") {
+		t.Errorf("after the peer returned: calls %q, want a new try", w.calls)
+	}
 	if !strings.Contains(rep.Legs[0].Error, "Need access to UpToDate data") {
 		t.Errorf("leg error = %q", rep.Legs[0].Error)
 	}
