@@ -5,7 +5,6 @@ import (
 	"embed"
 	"fmt"
 	"html/template"
-	"math"
 	"net/http"
 	"strings"
 	"time"
@@ -25,7 +24,7 @@ func parsePages() (*template.Template, error) {
 		"pathsOf":    displayPaths,
 		"formatTime": formatTime,
 		"bytes":      unit.FormatBytes,
-		"volState":   volumeState,
+		"volState":   unit.Volume.StateText,
 	}).ParseFS(assets, "assets/templates/*.html")
 	if err != nil {
 		return nil, fmt.Errorf("parsing page templates: %w", err)
@@ -160,27 +159,4 @@ func formatTime(t time.Time) string {
 		return "-"
 	}
 	return t.UTC().Format("2006-01-02 15:04:05 UTC")
-}
-
-// volumeState shows a volume's state with its resync progress, e.g.
-// "Syncing 42% (ETA 12s)". The percent is rounded down so that a running
-// resync never shows 100%.
-func volumeState(v unit.Volume) string {
-	st := string(v.State)
-	if st == "" {
-		st = "unknown"
-	}
-	if v.State != unit.SyncSyncing || v.Sync == nil {
-		return st
-	}
-	p := math.Floor(v.Sync.Percent)
-	if math.IsNaN(p) || p < 0 {
-		p = 0
-	}
-	p = min(p, 99)
-	st += fmt.Sprintf(" %d%%", int(p))
-	if v.Sync.ETASeconds > 0 {
-		st += " (ETA " + unit.FormatUptime(float64(v.Sync.ETASeconds)) + ")"
-	}
-	return st
 }

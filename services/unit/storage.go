@@ -2,6 +2,7 @@ package unit
 
 import (
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -162,4 +163,26 @@ func FormatBytes(n int64) string {
 	s := strconv.FormatFloat(f, 'f', 1, 64)
 	s = strings.TrimSuffix(s, ".0")
 	return s + " " + units[i:i+1] + "iB"
+}
+
+// StateText is the volume's state with its resync progress, e.g.
+// "Syncing 42% (ETA 12s)", as the console and dyadctl show it. The percent
+// is rounded down so that a running resync never shows 100%.
+func (v Volume) StateText() string {
+	st := string(v.State)
+	if st == "" {
+		st = "unknown"
+	}
+	if v.State != SyncSyncing || v.Sync == nil {
+		return st
+	}
+	p := math.Floor(v.Sync.Percent)
+	if math.IsNaN(p) || p < 0 {
+		p = 0
+	}
+	st += fmt.Sprintf(" %d%%", int(min(p, 99)))
+	if v.Sync.ETASeconds > 0 {
+		st += " (ETA " + FormatUptime(float64(v.Sync.ETASeconds)) + ")"
+	}
+	return st
 }

@@ -326,28 +326,6 @@ func parseSize(s string) (int64, error) {
 	return n * mult, nil
 }
 
-// volumeState shows a volume's state with its resync progress, e.g.
-// "Syncing 42% (ETA 12s)", as the console does. The percent is rounded down
-// so that a running resync never shows 100%.
-func volumeState(v unit.Volume) string {
-	st := string(v.State)
-	if st == "" {
-		st = "unknown"
-	}
-	if v.State != unit.SyncSyncing || v.Sync == nil {
-		return st
-	}
-	p := math.Floor(v.Sync.Percent)
-	if math.IsNaN(p) || p < 0 {
-		p = 0
-	}
-	st += fmt.Sprintf(" %d%%", int(min(p, 99)))
-	if v.Sync.ETASeconds > 0 {
-		st += " (ETA " + unit.FormatUptime(float64(v.Sync.ETASeconds)) + ")"
-	}
-	return st
-}
-
 func pmName(pm int) string {
 	if pm == 0 {
 		return "-"
@@ -376,7 +354,7 @@ func printVolumes(w io.Writer, vols []unit.Volume) error {
 	fmt.Fprintln(tw, "ID\tNAME\tGROUP\tSIZE\tSTATE\tPRIMARY\tLEGS")
 	for _, v := range vols {
 		fmt.Fprintf(tw, "%d\t%s\t%d\t%s\t%s\t%s\t%s\n", v.ID, orDash(v.Name), v.Group, unit.FormatBytes(v.SizeBytes),
-			volumeState(v), pmName(v.Primary), legsSummary(v.Legs))
+			v.StateText(), pmName(v.Primary), legsSummary(v.Legs))
 	}
 	return tw.Flush()
 }
@@ -387,7 +365,7 @@ func printVolume(w io.Writer, v unit.Volume) error {
 	fmt.Fprintf(tw, "Name:\t%s\n", orDash(v.Name))
 	fmt.Fprintf(tw, "Group:\t%d\n", v.Group)
 	fmt.Fprintf(tw, "Size:\t%s (%d bytes)\n", unit.FormatBytes(v.SizeBytes), v.SizeBytes)
-	fmt.Fprintf(tw, "State:\t%s\n", volumeState(v))
+	fmt.Fprintf(tw, "State:\t%s\n", v.StateText())
 	if s := v.Sync; s != nil {
 		fmt.Fprintf(tw, "Resync:\tfrom %s, %s/s, %s left\n", pmName(s.Source), unit.FormatBytes(s.RateBytes), unit.FormatBytes(s.OutOfSyncBytes))
 	}

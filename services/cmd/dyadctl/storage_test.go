@@ -545,7 +545,7 @@ func TestVolumeState(t *testing.T) {
 		{unit.Volume{}, "unknown"},
 	}
 	for _, tt := range tests {
-		if got := volumeState(tt.v); got != tt.want {
+		if got := tt.v.StateText(); got != tt.want {
 			t.Errorf("volumeState(%s %+v) = %q, want %q", tt.v.State, tt.v.Sync, got, tt.want)
 		}
 	}
