@@ -102,6 +102,8 @@ func (pm *PM) PowerOn(ctx context.Context) error {
 	if pm.proc != nil && pm.proc.running() {
 		return fmt.Errorf("pm%d: power on: already running", pm.n)
 	}
+	// A connection to the previous QEMU's socket would fail the next call.
+	pm.tc.reset()
 	if err := appendLine(pm.serial, fmt.Sprintf("\n=== harness: pm%d power on at %s ===\n", pm.n, time.Now().UTC().Format(time.RFC3339Nano))); err != nil {
 		return fmt.Errorf("pm%d: %w", pm.n, err)
 	}

@@ -144,3 +144,10 @@ func (tc *testChannel) close() {
 	defer tc.mu.Unlock()
 	tc.drop()
 }
+
+// reset drops the connection, for a new QEMU process.
+func (tc *testChannel) reset() {
+	tc.mu.Lock()
+	defer tc.mu.Unlock()
+	tc.drop()
+}
