@@ -109,6 +109,23 @@ func procMinor(ctx context.Context, pm *harness.PM, minor int) (drbd.Device, err
 func failover(t *testing.T, ctx context.Context, u *harness.Unit, c *apiclient.Client) (v unit.Volume, lost, survivor int) {
 	v, lost = mirroredVolume(t, ctx, c, "mirror", 32<<20)
 	survivor = 3 - lost
+	// Grown while both legs are up: both logical volumes, then the mirror.
+	if _, err := c.GrowVolume(ctx, v.ID, 48<<20); err != nil {
+		t.Fatal(err)
+	}
+	err := harness.WaitFor(ctx, syncTimeout, "the volume to grow to 48 MiB", func(ctx context.Context) (bool, error) {
+		n, err := deviceBytes(ctx, u.PM(lost), v.Minor)
+		if err != nil {
+			return false, err
+		}
+		if v, err = c.Volume(ctx, v.ID); err != nil {
+			return false, err
+		}
+		return met(n >= 48<<20 && v.State == unit.SyncUpToDate, "device of %d bytes, volume %s", n, v.State)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	const n = 8 << 20
 	sum, err := u.PM(lost).WritePattern(ctx, v.Device, 4096, n, 42, true)
 	if err != nil {
@@ -132,6 +149,17 @@ func failover(t *testing.T, ctx context.Context, u *harness.Unit, c *apiclient.C
 		t.Fatalf("pm%d reads sha256 %s after failover, pm%d wrote %s", survivor, got, lost, sum)
 	}
 	return v, lost, survivor
+}
+
+// deviceBytes is the size of /dev/drbd<minor> on pm.
+func deviceBytes(ctx context.Context, pm *harness.PM, minor int) (int64, error) {
+	b, err := pm.ReadFile(ctx, fmt.Sprintf("/sys/block/drbd%d/size", minor))
+	if err != nil {
+		return 0, err
+	}
+	var sectors int64
+	_, err = fmt.Sscan(string(b), &sectors)
+	return sectors * 512, err
 }
 
 func TestVolumeMirrors(t *testing.T) {
@@ -239,6 +267,23 @@ func TestResyncDirtyOnly(t *testing.T) {
 	t.Logf("pm%d received %d bytes for %d bytes written while it was off (ratio %.3f)", s, got, n, float64(got)/n)
 	if got > n*11/10+granularity || got < n {
 		t.Errorf("resync moved %d bytes for %d dirty bytes, want between %d and %d", got, n, n, n*11/10+granularity)
+	}
+
+	// Deleting removes both legs, then the volume.
+	if err := c.DeleteVolume(ctx, v.ID); err != nil {
+		t.Fatal(err)
+	}
+	err = harness.WaitFor(ctx, time.Minute, "the volume to go", func(ctx context.Context) (bool, error) {
+		vols, err := c.Volumes(ctx)
+		return met(err == nil && len(vols) == 0, "volumes %+v, %v", vols, err)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, pm := range []int{p, s} {
+		if _, err := u.PM(pm).Sum(ctx, "/dev/dyad_sg1/"+fmt.Sprintf("vol%d", v.ID), 0, 4096); err == nil {
+			t.Errorf("pm%d still has the deleted volume's logical volume", pm)
+		}
 	}
 }
 
