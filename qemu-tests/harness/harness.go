@@ -65,10 +65,13 @@ type Options struct {
 	// (default 1024) in WorkDir, attached as virtio-blk after the system
 	// disk in PCI order (the guest names them vdb, vdc, ...), with drive
 	// ids DataDiskID(i) (see FailDisk) and serials LAB-PM<n>-DATA<i>.
-	DataDisks    int
-	DataDiskMiB  int
-	ExtraCmdline []string
-	Log          *slog.Logger // default discards
+	DataDisks   int
+	DataDiskMiB int
+	// PrepareDataDisk, if set, is called with each blank data disk file
+	// before the PMs power on, e.g. to put foreign data on one.
+	PrepareDataDisk func(pm, disk int, path string) error
+	ExtraCmdline    []string
+	Log             *slog.Logger // default discards
 
 	// NIC layout; without these each PM has priv0 and ibiz0 only. PCI
 	// order: priv0, sync0, ibiz0 (or ibiz0a, ibiz0b), biz1..bizK.
@@ -192,6 +195,11 @@ func Start(ctx context.Context, opts Options) (_ *Unit, err error) {
 			d := filepath.Join(opts.WorkDir, fmt.Sprintf("pm%d-data%d.raw", n, i))
 			if err := blankDisk(d, int64(opts.DataDiskMiB)<<20); err != nil {
 				return nil, fmt.Errorf("harness: pm%d: %w", n, err)
+			}
+			if opts.PrepareDataDisk != nil {
+				if err := opts.PrepareDataDisk(n, i, d); err != nil {
+					return nil, fmt.Errorf("harness: pm%d: preparing data disk %d: %w", n, i, err)
+				}
 			}
 			dataDisks = append(dataDisks, d)
 			pm.disks = append(pm.disks, DataDiskID(i))

@@ -3,6 +3,7 @@ package scenario
 import (
 	"context"
 	"fmt"
+	"os/exec"
 	"slices"
 	"strings"
 	"testing"
@@ -167,6 +168,10 @@ func TestVolumeMirrors(t *testing.T) {
 	u, c := startUnit(t, 2)
 	v, lost, survivor := failover(t, ctx, u, c)
 	t.Logf("pm%d serves volume %s with pm%d's data after pm%d's loss", survivor, v.Name, lost, lost)
+	res, err := u.PM(survivor).Exec(ctx, "/bin/dyadctl", "--url", mgmtURL, "volume", "list")
+	if err != nil || res.Exit != 0 || !strings.Contains(string(res.Stdout), "mirror") || !strings.Contains(string(res.Stdout), "Degraded") {
+		t.Errorf("dyadctl volume list: %v exit %d\n%s%s", err, res.Exit, res.Stdout, res.Stderr)
+	}
 	un, err := c.Unit(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -418,5 +423,80 @@ func TestLegFailureDetach(t *testing.T) {
 	}
 	if !slices.ContainsFunc(un.Alerts, func(a unit.Alert) bool { return a.ID == fmt.Sprintf("volume/%d/leg/%d", v.ID, p) }) {
 		t.Errorf("no alert for the failed leg: %+v", un.Alerts)
+	}
+}
+
+func TestForeignDiskActivation(t *testing.T) {
+	ctx := t.Context()
+	// PM 2's third data disk holds a file system before the unit exists.
+	u := harness.StartT(t, harness.Options{Out: "../../out", N: 2, DataDisks: 3, DataDiskMiB: 256,
+		PrepareDataDisk: func(pm, disk int, path string) error {
+			if pm != 2 || disk != 2 {
+				return nil
+			}
+			out, err := exec.CommandContext(ctx, "mke2fs", "-F", "-q", "-t", "ext4", path).CombinedOutput()
+			if err != nil {
+				return fmt.Errorf("mke2fs: %v: %s", err, out)
+			}
+			return nil
+		}})
+	c := client(u)
+	waitFormed(t, ctx, c)
+	var disks []unit.Disk
+	err := harness.WaitFor(ctx, 2*time.Minute, "the initial storage group of the blank disks only", func(ctx context.Context) (bool, error) {
+		var err error
+		if disks, err = c.Disks(ctx); err != nil {
+			return false, err
+		}
+		members := 0
+		for _, d := range disks {
+			if d.State == unit.DiskMember {
+				members++
+			}
+		}
+		return met(members == 5, "%d member disks in %+v", members, disks)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := slices.IndexFunc(disks, func(d unit.Disk) bool { return d.PM == 2 && d.Name == "vdd" })
+	if i < 0 || disks[i].State != unit.DiskForeign || !strings.Contains(disks[i].Detail, "ext4") {
+		t.Fatalf("pm2's vdd is %+v, want foreign with an ext4 file system", disks)
+	}
+
+	// Without the word that it erases, the disk is refused, by the CLI too.
+	// (Exec fails on a non-zero exit, with the command's output.)
+	if _, err := u.PM(1).Exec(ctx, "/bin/dyadctl", "--url", mgmtURL, "disk", "activate", "2", "vdd"); err == nil || !strings.Contains(err.Error(), "run again with --erase") {
+		t.Errorf("dyadctl disk activate without --erase: %v", err)
+	}
+	if _, err := c.ActivateDisk(ctx, 2, "vdd", 1, false); err == nil || !strings.Contains(err.Error(), "holds data") {
+		t.Errorf("activating a foreign disk without erase: %v", err)
+	}
+	before, err := c.StorageGroups(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := u.PM(1).Exec(ctx, "/bin/dyadctl", "--url", mgmtURL, "disk", "activate", "2", "vdd", "--group", "1", "--erase")
+	if err != nil || res.Exit != 0 {
+		t.Fatalf("dyadctl disk activate --erase: %v exit %d\n%s%s", err, res.Exit, res.Stdout, res.Stderr)
+	}
+	err = harness.WaitFor(ctx, time.Minute, "pm2's vdd to join the storage group", func(ctx context.Context) (bool, error) {
+		disks, err := c.Disks(ctx)
+		if err != nil {
+			return false, err
+		}
+		i := slices.IndexFunc(disks, func(d unit.Disk) bool { return d.PM == 2 && d.Name == "vdd" })
+		return met(i >= 0 && disks[i].State == unit.DiskMember && disks[i].Group == 1, "disks %+v", disks)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	after, err := c.StorageGroups(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("storage group capacity %s before, %s after", unit.FormatBytes(before[0].CapacityBytes), unit.FormatBytes(after[0].CapacityBytes))
+	if after[0].CapacityBytes <= before[0].CapacityBytes {
+		t.Errorf("capacity %d after adding a disk to the smaller PM, was %d", after[0].CapacityBytes, before[0].CapacityBytes)
 	}
 }
