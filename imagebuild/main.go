@@ -1,5 +1,6 @@
 // Command imagebuild builds the Dyad boot artifacts into a directory:
-// dyad-kernel, dyad-initramfs.cpio.gz and manifest.json.
+// dyad-kernel, dyad-initramfs.cpio.gz, manifest.json and the test guest's
+// dyad-guest-initramfs.cpio.gz (booted with dyad-kernel).
 //
 //	go run ./imagebuild -o out [--kernel-version 6.1.0-56-amd64] [--src DIR]
 package main

@@ -50,7 +50,7 @@ func TestRunRepo(t *testing.T) {
 	if err := json.Unmarshal(b, &m); err != nil {
 		t.Fatal(err)
 	}
-	if len(m.Binaries) != len(image.Defaults().Commands) || len(m.Artifacts) != 2 {
+	if len(m.Binaries) != len(image.Defaults().Commands) || len(m.Artifacts) != 3 {
 		t.Errorf("manifest lists %d binaries and %d artifacts", len(m.Binaries), len(m.Artifacts))
 	}
 }

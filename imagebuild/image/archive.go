@@ -17,13 +17,12 @@ import (
 	"github.com/u-root/uio/llog"
 )
 
-// archive is the content of the initramfs.
+// archive is the content of an initramfs.
 type archive struct {
-	kver      string
+	// base are the entries that come from no file (pmRecords, guestRecords).
+	base      []cpio.Record
 	binaries  []builtBinary
 	files     []imageFile
-	modDep    []byte
-	manifest  []byte
 	tempDir   string
 	outputTmp string
 }
@@ -50,10 +49,10 @@ devices {
 }
 `
 
-// baseRecords are the entries that exist in no host file: the directories
-// PID 1 mounts on, the console device the kernel opens for PID 1's stdio
-// before devtmpfs is mounted, and generated files and links.
-func (a archive) baseRecords() []cpio.Record {
+// pmRecords are the PM initramfs entries that exist in no host file: the
+// directories PID 1 mounts on, the console device the kernel opens for PID
+// 1's stdio before devtmpfs is mounted, and generated files and links.
+func pmRecords(kver string, modDep, manifest []byte) []cpio.Record {
 	return []cpio.Record{
 		cpio.Directory("bin", 0o755),
 		cpio.Directory("data", 0o755),
@@ -84,15 +83,15 @@ func (a archive) baseRecords() []cpio.Record {
 		// e2fsprogs and util-linux consult /etc/mtab to refuse working on
 		// mounted file systems.
 		cpio.Symlink("etc/mtab", "../proc/self/mounts"),
-		cpio.StaticFile(relative(ManifestPath), string(a.manifest), 0o644),
-		cpio.StaticFile(relative("/lib/modules/"+a.kver+"/modules.dep"), string(a.modDep), 0o644),
+		cpio.StaticFile(relative(ManifestPath), string(manifest), 0o644),
+		cpio.StaticFile(relative("/lib/modules/"+kver+"/modules.dep"), string(modDep), 0o644),
 	}
 }
 
 // write assembles the archive with mkuimage into a.outputTmp and returns
 // its uncompressed size.
 func (a archive) write(log *slog.Logger) (int64, error) {
-	base, err := cpio.ArchiveFromRecords(a.baseRecords())
+	base, err := cpio.ArchiveFromRecords(a.base)
 	if err != nil {
 		return 0, fmt.Errorf("initramfs base records: %w", err)
 	}

@@ -72,6 +72,9 @@ type Config struct {
 	// SourceDateEpoch, if set, is the build time (Unix seconds) recorded in
 	// the manifest, as in https://reproducible-builds.org/specs/source-date-epoch/.
 	SourceDateEpoch string
+	// Guest, when its Init is set, also builds GuestInitramfsName, the
+	// test guest that boots the same kernel.
+	Guest Guest
 }
 
 // Defaults is the configuration of the Dyad image: the paths and lists
@@ -121,6 +124,7 @@ func Defaults() Config {
 			"kvm", "kvm_intel", "kvm_amd",
 		},
 		Packages: []string{"drbd-utils", "e2fsprogs", "libc6", "lvm2"},
+		Guest:    DefaultGuest(),
 	}
 }
 
@@ -134,7 +138,8 @@ type Result struct {
 	Duration              time.Duration
 }
 
-// Build produces KernelName, InitramfsName and ManifestName in cfg.OutDir.
+// Build produces KernelName, InitramfsName, ManifestName and, when
+// cfg.Guest.Init is set, GuestInitramfsName in cfg.OutDir.
 // Each is written under a temporary name and renamed, so a failed build
 // leaves the previous artifacts in place.
 func Build(ctx context.Context, log *slog.Logger, cfg Config) (Result, error) {
@@ -218,10 +223,17 @@ func Build(ctx context.Context, log *slog.Logger, cfg Config) (Result, error) {
 	kernelOut := filepath.Join(cfg.OutDir, KernelName)
 	initramfsOut := filepath.Join(cfg.OutDir, InitramfsName)
 	manifestOut := filepath.Join(cfg.OutDir, ManifestName)
+	// The manifest is published last: it describes the others.
+	outputs := []string{kernelOut, initramfsOut}
+	guestOut := filepath.Join(cfg.OutDir, GuestInitramfsName)
+	if cfg.Guest.Init != "" {
+		outputs = append(outputs, guestOut)
+	}
+	outputs = append(outputs, manifestOut)
 	published := false
 	defer func() {
 		if !published {
-			for _, p := range []string{kernelOut, initramfsOut, manifestOut} {
+			for _, p := range outputs {
 				os.Remove(p + ".tmp")
 			}
 		}
@@ -234,17 +246,27 @@ func Build(ctx context.Context, log *slog.Logger, cfg Config) (Result, error) {
 		return Result{}, err
 	}
 	m.Artifacts = []manifest.Artifact{kernelArtifact}
+	if cfg.Guest.Init != "" {
+		// Built before the PM initramfs so that the manifest the PM
+		// carries lists the guest too.
+		if _, err := buildGuest(ctx, log, cfg.SourceDir, cfg.ModulesDir, kver, src.Version, cfg.Guest, work, guestOut+".tmp"); err != nil {
+			return Result{}, err
+		}
+		guestArtifact, err := artifact(GuestInitramfsName, guestOut+".tmp")
+		if err != nil {
+			return Result{}, err
+		}
+		m.Artifacts = append(m.Artifacts, guestArtifact)
+	}
 	embedded, err := m.Marshal()
 	if err != nil {
 		return Result{}, err
 	}
 
 	arch := archive{
-		kver:      kver,
+		base:      pmRecords(kver, modules.dep, embedded),
 		binaries:  binaries,
 		files:     copied,
-		modDep:    modules.dep,
-		manifest:  embedded,
 		tempDir:   work,
 		outputTmp: initramfsOut + ".tmp",
 	}
@@ -266,7 +288,7 @@ func Build(ctx context.Context, log *slog.Logger, cfg Config) (Result, error) {
 	if err := os.WriteFile(manifestOut+".tmp", outer, 0o644); err != nil {
 		return Result{}, fmt.Errorf("writing manifest: %w", err)
 	}
-	for _, p := range []string{kernelOut, initramfsOut, manifestOut} {
+	for _, p := range outputs {
 		if err := os.Rename(p+".tmp", p); err != nil {
 			return Result{}, fmt.Errorf("publishing artifact: %w", err)
 		}

@@ -142,8 +142,12 @@ func scratchModule(t *testing.T) string {
 	files := map[string]string{
 		"go.mod": "module example.com/scratch\n\ngo 1.26\n",
 	}
+	pkgs := []string{Defaults().Guest.Init}
 	for _, c := range Defaults().Commands {
-		pkg := strings.TrimPrefix(c.Package, "./")
+		pkgs = append(pkgs, c.Package)
+	}
+	for _, p := range pkgs {
+		pkg := strings.TrimPrefix(p, "./")
 		files[pkg+"/main.go"] = "package main\n\nimport \"fmt\"\n\nvar version = \"unstamped\"\n\nfunc main() { fmt.Println(\"" + pkg + "\", version) }\n"
 	}
 	for name, content := range files {
@@ -240,8 +244,8 @@ func TestBuild(t *testing.T) {
 			t.Errorf("artifact %s: on disk %d %s (%v), manifest %d %s", a.Name, size, sum, err, a.Size, a.SHA256)
 		}
 	}
-	if len(outer.Artifacts) != 2 {
-		t.Errorf("artifacts = %+v, want kernel and initramfs", outer.Artifacts)
+	if len(outer.Artifacts) != 3 {
+		t.Errorf("artifacts = %+v, want kernel, initramfs and guest initramfs", outer.Artifacts)
 	}
 	if outer.BuiltAt != "2023-11-14T22:13:20Z" || outer.Version != "0.0.0-dev" || outer.KernelVersion == "" {
 		t.Errorf("manifest header = %q %q %q", outer.Version, outer.BuiltAt, outer.KernelVersion)
@@ -302,6 +306,46 @@ func TestBuild(t *testing.T) {
 		if err != nil || !strings.HasSuffix(strings.TrimSpace(string(out)), " 0.0.0-dev") {
 			t.Errorf("running %s: %q, %v; want the version stamped", c.Path, out, err)
 		}
+	}
+
+	// The guest: its init, the virtio drivers with their dependencies in a
+	// modules.dep of their own, the console; nothing of the PM.
+	guest, guestRaw := readArchive(t, filepath.Join(cfg.OutDir, GuestInitramfsName))
+	if r, ok := guest["init"]; !ok || r.Mode&cpio.S_IFMT != cpio.S_IFREG || r.Mode&0o111 == 0 {
+		t.Errorf("guest archive lacks an executable /init")
+	}
+	if r, ok := guest["dev/console"]; !ok || r.Mode&cpio.S_IFMT != cpio.S_IFCHR {
+		t.Errorf("guest archive lacks /dev/console")
+	}
+	guestTree := "lib/modules/" + outer.KernelVersion + "/"
+	if r, ok := guest[guestTree+"modules.dep"]; !ok {
+		t.Errorf("guest archive lacks %smodules.dep", guestTree)
+	} else {
+		sel, err := kmods.ParseDep(bytes.NewReader(content(t, r)))
+		if err != nil {
+			t.Fatalf("guest modules.dep: %v", err)
+		}
+		var names []string
+		for _, e := range sel.Entries() {
+			names = append(names, kmod.Name(e.Path))
+			if _, ok := guest[guestTree+e.Path]; !ok {
+				t.Errorf("guest archive lacks %s", e.Path)
+			}
+		}
+		for _, want := range Defaults().Guest.Modules {
+			if !slices.Contains(names, want) {
+				t.Errorf("guest modules %v lack %s", names, want)
+			}
+		}
+	}
+	for _, pmOnly := range []string{"bin/dyad-agent", "sbin/lvm", relative(ManifestPath)} {
+		if _, ok := guest[pmOnly]; ok {
+			t.Errorf("guest archive holds the PM's %s", pmOnly)
+		}
+	}
+	// Tiny: the guest must boot quickly under TCG inside a TCG PM.
+	if guestRaw > 8<<20 {
+		t.Errorf("guest initramfs is %d bytes uncompressed, want a few MiB at most", guestRaw)
 	}
 
 	// Host files with their libraries, and the loader link.
@@ -394,7 +438,7 @@ func TestBuild(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("second build took %s", time.Since(start))
-	for _, name := range []string{ManifestName, InitramfsName, KernelName} {
+	for _, name := range []string{ManifestName, InitramfsName, KernelName, GuestInitramfsName} {
 		x, err1 := os.ReadFile(filepath.Join(cfg.OutDir, name))
 		y, err2 := os.ReadFile(filepath.Join(again.OutDir, name))
 		if err1 != nil || err2 != nil || !bytes.Equal(x, y) {
