@@ -76,6 +76,16 @@ type Machine struct {
 	SerialSocket string
 	QMPSocket    string
 	VNCSocket    string
+	// SerialFile, when set, writes the serial console to this file
+	// instead of SerialSocket (which is then left empty): for tests that
+	// read the guest's output after the fact.
+	SerialFile string
+	// Kernel, Initrd and Append boot a kernel directly (-kernel, -initrd,
+	// -append) instead of through the firmware from a volume or a VCD:
+	// the tiny test guest boots this way. Initrd and Append need Kernel.
+	Kernel string
+	Initrd string
+	Append string
 	// Paused starts the VM with its CPUs stopped (-S), to be resumed over
 	// QMP with "cont" once the agent is ready.
 	Paused bool
@@ -147,8 +157,23 @@ func Argv(m Machine) ([]string, error) {
 	if m.MemoryBytes < MinMemory || m.MemoryBytes%MiB != 0 {
 		return nil, fmt.Errorf("VM %s: memory %d bytes: want a whole number of MiB, at least %s", m.Name, m.MemoryBytes, mib(MinMemory))
 	}
-	if len(m.Disks) == 0 && m.CDROM == "" {
+	if len(m.Disks) == 0 && m.CDROM == "" && m.Kernel == "" {
 		return nil, fmt.Errorf("VM %s: no disk and no CD to boot from", m.Name)
+	}
+	if m.Kernel != "" {
+		if err := checkPath(m.Kernel); err != nil {
+			return nil, fmt.Errorf("VM %s: kernel: %w", m.Name, err)
+		}
+	} else if m.Initrd != "" || m.Append != "" {
+		return nil, fmt.Errorf("VM %s: an initrd or a kernel command line needs a kernel", m.Name)
+	}
+	if m.Initrd != "" {
+		if err := checkPath(m.Initrd); err != nil {
+			return nil, fmt.Errorf("VM %s: initrd: %w", m.Name, err)
+		}
+	}
+	if strings.ContainsFunc(m.Append, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+		return nil, fmt.Errorf("VM %s: kernel command line %q contains a control character", m.Name, m.Append)
 	}
 	if len(m.Disks) > 0 && (m.BootDisk < 0 || m.BootDisk >= len(m.Disks)) {
 		return nil, fmt.Errorf("VM %s: boot disk %d: the VM has disks 0 to %d", m.Name, m.BootDisk, len(m.Disks)-1)
@@ -156,11 +181,23 @@ func Argv(m Machine) ([]string, error) {
 	if m.BootFromCD && m.CDROM == "" {
 		return nil, fmt.Errorf("VM %s: boot from CD asked for, but no VCD is inserted", m.Name)
 	}
-	for _, s := range []struct{ what, path string }{
-		{"serial console socket", m.SerialSocket},
+	sockets := []struct{ what, path string }{
 		{"QMP socket", m.QMPSocket},
 		{"VNC socket", m.VNCSocket},
-	} {
+	}
+	serial := "socket,id=serial0,path=" + m.SerialSocket + ",server=on,wait=off"
+	if m.SerialFile != "" {
+		if m.SerialSocket != "" {
+			return nil, fmt.Errorf("VM %s: serial console: both a socket and a file given", m.Name)
+		}
+		if err := checkPath(m.SerialFile); err != nil {
+			return nil, fmt.Errorf("VM %s: serial console file: %w", m.Name, err)
+		}
+		serial = "file,id=serial0,path=" + m.SerialFile
+	} else {
+		sockets = append([]struct{ what, path string }{{"serial console socket", m.SerialSocket}}, sockets...)
+	}
+	for _, s := range sockets {
 		if err := checkPath(s.path); err != nil {
 			return nil, fmt.Errorf("VM %s: %s: %w", m.Name, s.what, err)
 		}
@@ -188,6 +225,10 @@ func Argv(m Machine) ([]string, error) {
 
 	// Boot order by bootindex: the firmware tries the lowest first.
 	next := 0
+	if m.Kernel != "" {
+		// QEMU gives a -kernel its boot ROM bootindex 0.
+		next = 1
+	}
 	index := func() int { next++; return next - 1 }
 	cdIndex := -1
 	if m.BootFromCD {
@@ -247,12 +288,21 @@ func Argv(m Machine) ([]string, error) {
 	}
 
 	a = append(a,
-		"-chardev", "socket,id=serial0,path="+m.SerialSocket+",server=on,wait=off",
+		"-chardev", serial,
 		"-device", "isa-serial,chardev=serial0",
 		"-chardev", "socket,id=qmp,path="+m.QMPSocket+",server=on,wait=off",
 		"-mon", "chardev=qmp,mode=control",
 		"-vnc", "unix:"+m.VNCSocket,
 	)
+	if m.Kernel != "" {
+		a = append(a, "-kernel", m.Kernel)
+		if m.Initrd != "" {
+			a = append(a, "-initrd", m.Initrd)
+		}
+		if m.Append != "" {
+			a = append(a, "-append", m.Append)
+		}
+	}
 	if m.Paused {
 		a = append(a, "-S")
 	}

@@ -93,7 +93,15 @@ func TestArgvVariants(t *testing.T) {
 				"-device", "virtio-net-pci,netdev=net1,id=net1-dev,mac=72:ee:0f:75:59:29,romfile="}, nil},
 		{"paused", func(m *Machine) { m.Paused = true }, []string{"-S"}, nil},
 		{"migration target", func(m *Machine) { m.Incoming = true }, []string{"-incoming", "defer"}, []string{"-S"}},
-		{"no CD by default", func(m *Machine) {}, nil, []string{"ide-cd", "-S", "-incoming", "-no-shutdown"}},
+		{"direct kernel boot", func(m *Machine) {
+			m.Kernel, m.Initrd, m.Append = "/boot/vmlinuz", "/data/guest.cpio.gz", "console=ttyS0 quiet,x"
+		}, []string{"-kernel", "/boot/vmlinuz", "-initrd", "/data/guest.cpio.gz", "-append", "console=ttyS0 quiet,x"}, nil},
+		{"kernel boots before the volume", func(m *Machine) { m.Kernel = "/boot/vmlinuz" },
+			[]string{"-device", "virtio-blk-pci,drive=disk0,id=disk0-dev,bootindex=1"}, []string{"virtio-blk-pci,drive=disk0,id=disk0-dev,bootindex=0"}},
+		{"kernel without disks", func(m *Machine) { m.Disks = nil; m.Kernel = "/boot/vmlinuz" }, []string{"-kernel", "/boot/vmlinuz"}, []string{"-initrd", "-append"}},
+		{"serial to a file", func(m *Machine) { m.SerialSocket = ""; m.SerialFile = "/tmp/serial.log" },
+			[]string{"-chardev", "file,id=serial0,path=/tmp/serial.log", "-device", "isa-serial,chardev=serial0"}, nil},
+		{"no CD by default", func(m *Machine) {}, nil, []string{"ide-cd", "-S", "-incoming", "-no-shutdown", "-kernel"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -158,6 +166,14 @@ func TestArgvRefuses(t *testing.T) {
 		{"long tap name", func(m *Machine) { m.NICs[0].Ifname = "dyad-vm-web1-nic0" }, `NIC 0: tap name "dyad-vm-web1-nic0"`},
 		{"tap name with slash", func(m *Machine) { m.NICs[0].Ifname = "a/b" }, "tap name"},
 		{"tap name dot", func(m *Machine) { m.NICs[0].Ifname = "." }, "tap name"},
+		{"initrd without kernel", func(m *Machine) { m.Initrd = "/data/i.gz" }, "needs a kernel"},
+		{"append without kernel", func(m *Machine) { m.Append = "quiet" }, "needs a kernel"},
+		{"relative kernel", func(m *Machine) { m.Kernel = "vmlinuz" }, `kernel: path "vmlinuz" is not absolute`},
+		{"comma in initrd", func(m *Machine) { m.Kernel = "/k"; m.Initrd = "/i,x" }, "initrd: path"},
+		{"newline in append", func(m *Machine) { m.Kernel = "/k"; m.Append = "a\nb" }, "control character"},
+		{"serial socket and file", func(m *Machine) { m.SerialFile = "/tmp/s.log" }, "both a socket and a file"},
+		{"comma in serial file", func(m *Machine) { m.SerialSocket = ""; m.SerialFile = "/tmp/s,x" }, "serial console file: path"},
+		{"no serial at all", func(m *Machine) { m.SerialSocket = "" }, "serial console socket: no path given"},
 		{"no MAC", func(m *Machine) { m.NICs[0].MAC = nil }, "NIC 0: MAC"},
 		{"multicast MAC", func(m *Machine) { m.NICs[0].MAC = net.HardwareAddr{1, 0, 0x5e, 0, 0, 1} }, "multicast"},
 	}
