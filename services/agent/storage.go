@@ -29,6 +29,7 @@ type Storage interface {
 	Outdate(ctx context.Context, volume int) error
 	SplitBrain(volume int)
 	LegFailed(minor int)
+	PeerFenced(volume int)
 }
 
 // storageSource is the console's storage API: nil on a PM without storage.
@@ -76,12 +77,14 @@ func (a *Agent) reconcileStorage(ctx context.Context) {
 		return
 	}
 	primary := a.Role() == unit.RolePrimary
+	v := a.mon.View(time.Now())
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	a.opt.Storage.Reconcile(ctx, storage.Desired{
 		Records:  rs,
 		Primary:  func(int) bool { return primary },
-		PeerLost: !a.mon.View(time.Now()).Seen,
+		PeerLost: !v.Seen,
+		PeerSeen: v.EverSeen,
 	})
 }
 
@@ -533,7 +536,11 @@ func (a *Agent) drbdHelper(ctx context.Context, c drbdhelper.Call) int {
 			a.log.Error("fence-peer for an unknown resource", "arg", c.Arg)
 			return fenceFailed
 		}
-		return a.fencePeer(ctx, id)
+		code := a.fencePeer(ctx, id)
+		if code == fenceOutdated || code == fenceUnreachable {
+			a.opt.Storage.PeerFenced(id)
+		}
+		return code
 	case drbdhelper.CmdSplitBrain, drbdhelper.CmdInitialSplitBrain:
 		if id, ok := volume(); ok {
 			a.opt.Storage.SplitBrain(id)

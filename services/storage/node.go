@@ -103,6 +103,8 @@ type Desired struct {
 	// PeerLost is true when the peer PM is known to be gone: a volume
 	// that was never synced may then start from this PM's leg alone.
 	PeerLost bool
+	// PeerSeen is true when this PM has heard the peer since it booted.
+	PeerSeen bool
 }
 
 // Node reconciles one PM's storage. Its methods are safe for concurrent use.
@@ -145,6 +147,10 @@ type legMemory struct {
 	LastPrimary time.Time `json:"last_primary,omitzero"`
 	SplitBrain  bool      `json:"split_brain,omitempty"`
 	Forced      bool      `json:"forced,omitempty"`
+	// PeerFenced is set when this PM outdated the peer's leg (fence-peer)
+	// and cleared when the legs are connected and in sync again: only then
+	// may the leg be made writable after a boot without the peer.
+	PeerFenced bool `json:"peer_fenced,omitempty"`
 }
 
 // NewNode returns the reconciler of node self. stateDir keeps what the
@@ -230,6 +236,11 @@ func (n *Node) Report() Report {
 func (n *Node) SplitBrain(id int) {
 	n.log.Error("split brain detected; the volume stays disconnected until the operator picks the side to keep", "volume", id)
 	n.remember(id, func(m *legMemory) { m.SplitBrain = true })
+}
+
+// PeerFenced records that this PM outdated the peer's leg of volume id.
+func (n *Node) PeerFenced(id int) {
+	n.remember(id, func(m *legMemory) { m.PeerFenced = true })
 }
 
 // LegFailed records that DRBD detached the leg of minor after an I/O error.
@@ -662,8 +673,19 @@ func (n *Node) reconcileLeg(ctx context.Context, v VolumeRecord, d Desired, st M
 		}
 	}
 
+	if m.PeerFenced && st.Connection == "Connected" && st.PeerDisk == "UpToDate" && st.Disk == "UpToDate" {
+		n.remember(v.ID, func(m *legMemory) { m.PeerFenced = false })
+		m.PeerFenced = false
+	}
 	want := d.Primary != nil && d.Primary(v.ID) && !(m.SplitBrain && v.Resolve != nil && v.Resolve.Survivor != n.self)
 	switch {
+	case want && st.Role != "Primary" && v.Initialized && !d.PeerSeen && !m.PeerFenced:
+		// DRBD's own record that the peer is outdated is written lazily
+		// (a primary that dies just after a resync may keep a stale one);
+		// after a boot without the peer only this PM's own fencing of the
+		// peer proves its leg current.
+		leg.Stale = true
+		return fail("will not make this leg writable: this PM has not heard its peer since it booted and did not outdate the peer's leg, so its own leg may be stale")
 	case want && st.Role != "Primary":
 		force := false
 		if !v.Initialized && st.Disk == "Inconsistent" {

@@ -256,7 +256,7 @@ func TestNodeNeverForcesAnInitializedVolume(t *testing.T) {
 	w.fail["primary"] = errors.New("State change failed: (-2) Need access to UpToDate data")
 	n := newTestNode(t, w, "")
 	vol := VolumeRecord{ID: 1, Name: "db", Group: 1, Minor: 0, SizeBytes: 64 << 20, Initialized: true}
-	rep := n.Reconcile(context.Background(), Desired{Records: Records{Groups: []GroupRecord{group1}, Volumes: []VolumeRecord{vol}}, Primary: always(true), PeerLost: true})
+	rep := n.Reconcile(context.Background(), Desired{Records: Records{Groups: []GroupRecord{group1}, Volumes: []VolumeRecord{vol}}, Primary: always(true), PeerLost: true, PeerSeen: true})
 	if w.did("primary r1 force=true") || !w.did("primary r1 force=false") {
 		t.Errorf("calls %q: want one unforced promotion attempt", w.calls)
 	}
@@ -268,7 +268,7 @@ func TestNodeNeverForcesAnInitializedVolume(t *testing.T) {
 	}
 	// Each try runs DRBD's fence-peer helper: no new try until the leg's
 	// state changes, and the refusal stays reported.
-	d := Desired{Records: Records{Groups: []GroupRecord{group1}, Volumes: []VolumeRecord{vol}}, Primary: always(true), PeerLost: true}
+	d := Desired{Records: Records{Groups: []GroupRecord{group1}, Volumes: []VolumeRecord{vol}}, Primary: always(true), PeerLost: true, PeerSeen: true}
 	w.calls = nil
 	rep = n.Reconcile(context.Background(), d)
 	if w.did("primary") || !strings.Contains(rep.Legs[0].Error, "Need access to UpToDate data") {
@@ -425,5 +425,44 @@ func TestNodeRemembersFreshVolumeAcrossRestart(t *testing.T) {
 	newTestNode(t, w, dir).Reconcile(context.Background(), d)
 	if w.did("create-md") {
 		t.Errorf("metadata created twice: %q", w.calls)
+	}
+}
+
+func TestNodeAloneSinceBootNeedsItsOwnFencing(t *testing.T) {
+	ctx := context.Background()
+	vol := VolumeRecord{ID: 1, Name: "db", Group: 1, Minor: 0, SizeBytes: 64 << 20, Initialized: true}
+	// DRBD calls the leg UpToDate from a stale "peer outdated" flag.
+	alone := MinorState{Connection: "WFConnection", Role: "Secondary", PeerRole: "Unknown", Disk: "UpToDate", PeerDisk: "Outdated"}
+	d := Desired{Records: Records{Groups: []GroupRecord{group1}, Volumes: []VolumeRecord{vol}}, Primary: always(true), PeerLost: true}
+
+	w := memberWorld()
+	w.drbd[0] = alone
+	rep := newTestNode(t, w, "").Reconcile(ctx, d)
+	if w.did("primary") || !rep.Legs[0].Stale || !strings.Contains(rep.Legs[0].Error, "has not heard its peer") {
+		t.Errorf("alone since boot, never fenced: calls %q, leg %+v", w.calls, rep.Legs[0])
+	}
+	if st, _ := volumeState(vol, [3]*LegState{nil, &rep.Legs[0], nil}); st != unit.SyncOutdated {
+		t.Errorf("state of the stale leg = %s, want Outdated", st)
+	}
+
+	// This PM outdated the peer itself before it restarted: its leg is
+	// the newest and may serve alone.
+	dir := t.TempDir()
+	w = memberWorld()
+	w.drbd[0] = MinorState{Connection: "Connected", Role: "Primary", PeerRole: "Secondary", Disk: "UpToDate", PeerDisk: "UpToDate"}
+	n := newTestNode(t, w, dir)
+	n.PeerFenced(1)
+	w.drbd[0] = alone
+	n = newTestNode(t, w, dir)
+	if n.Reconcile(ctx, d); !w.did("primary r1 force=false") {
+		t.Errorf("after fencing the peer: calls %q, want a promotion", w.calls)
+	}
+	// Connected and in sync again: the fencing no longer counts.
+	w.drbd[0] = MinorState{Connection: "Connected", Role: "Primary", PeerRole: "Secondary", Disk: "UpToDate", PeerDisk: "UpToDate"}
+	n.Reconcile(ctx, Desired{Records: d.Records, Primary: always(true), PeerSeen: true})
+	w.drbd[0] = alone
+	w.calls = nil
+	if rep := newTestNode(t, w, dir).Reconcile(ctx, d); w.did("primary") || !rep.Legs[0].Stale {
+		t.Errorf("fencing forgotten after the resync: calls %q, leg %+v", w.calls, rep.Legs[0])
 	}
 }

@@ -65,6 +65,9 @@ type LegState struct {
 	SplitBrain bool `json:"split_brain,omitempty"`
 	// Failed is set when the leg's disk failed and DRBD detached it.
 	Failed bool `json:"failed,omitempty"`
+	// Stale is set when the leg is not known to hold the newest data even
+	// though DRBD calls it UpToDate (see Node's promotion rule).
+	Stale bool `json:"stale,omitempty"`
 	// Forced is set once this PM made its leg the source of the first sync.
 	Forced    bool            `json:"forced,omitempty"`
 	Snapshots []unit.Snapshot `json:"snapshots,omitempty"`

@@ -203,9 +203,9 @@ func volumeState(rec VolumeRecord, legs [3]*LegState) (unit.SyncState, string) {
 		switch {
 		case l == nil:
 		case l.Failed:
-		case l.Disk == "UpToDate":
+		case l.Disk == "UpToDate" && !l.Stale:
 			good = append(good, strconv.Itoa(n))
-		case l.Disk == "Outdated" || l.Disk == "Consistent" || l.Disk == "Inconsistent":
+		case l.Stale || l.Disk == "Outdated" || l.Disk == "Consistent" || l.Disk == "Inconsistent":
 			stale = append(stale, strconv.Itoa(n))
 		}
 	}
