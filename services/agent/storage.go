@@ -84,7 +84,6 @@ func (a *Agent) reconcileStorage(ctx context.Context) {
 		Records:  rs,
 		Primary:  func(int) bool { return primary },
 		PeerLost: !v.Seen,
-		PeerSeen: v.EverSeen,
 	})
 }
 

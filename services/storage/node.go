@@ -103,8 +103,6 @@ type Desired struct {
 	// PeerLost is true when the peer PM is known to be gone: a volume
 	// that was never synced may then start from this PM's leg alone.
 	PeerLost bool
-	// PeerSeen is true when this PM has heard the peer since it booted.
-	PeerSeen bool
 }
 
 // Node reconciles one PM's storage. Its methods are safe for concurrent use.
@@ -123,7 +121,10 @@ type Node struct {
 	// is diskless afterwards was detached by an I/O error.
 	attached map[int]bool
 	failed   map[int]bool
-	report   Report
+	// synced are minors whose legs were connected and both UpToDate in
+	// this boot: this leg was current when it last saw the peer.
+	synced map[int]bool
+	report Report
 	// lastLVs are the logical volumes per group LVM last listed.
 	lastLVs map[int][]LVInfo
 	// refused is the leg state in which DRBD last refused to promote a
@@ -157,7 +158,7 @@ type legMemory struct {
 // PM must remember of its legs (on the data partition).
 func NewNode(self int, lvm LVM, drbd DRBD, disks Disks, stateDir string, log *slog.Logger) (*Node, error) {
 	n := &Node{self: self, lvm: lvm, drbd: drbd, disks: disks, stateDir: stateDir, log: log,
-		local: map[int]*legMemory{}, attached: map[int]bool{}, failed: map[int]bool{},
+		local: map[int]*legMemory{}, attached: map[int]bool{}, failed: map[int]bool{}, synced: map[int]bool{},
 		refused: map[int]refusal{}, lastErr: map[int]string{}}
 	if err := os.MkdirAll(stateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("storage state: %w", err)
@@ -673,19 +674,29 @@ func (n *Node) reconcileLeg(ctx context.Context, v VolumeRecord, d Desired, st M
 		}
 	}
 
-	if m.PeerFenced && st.Connection == "Connected" && st.PeerDisk == "UpToDate" && st.Disk == "UpToDate" {
+	inSync := st.Connection == "Connected" && st.PeerDisk == "UpToDate" && st.Disk == "UpToDate"
+	if inSync {
+		n.mu.Lock()
+		n.synced[v.Minor] = true
+		n.mu.Unlock()
+	}
+	if m.PeerFenced && inSync {
 		n.remember(v.ID, func(m *legMemory) { m.PeerFenced = false })
 		m.PeerFenced = false
 	}
+	n.mu.Lock()
+	current := n.synced[v.Minor] || m.PeerFenced || st.Connection == "Connected" || isSyncing(st.Connection)
+	n.mu.Unlock()
 	want := d.Primary != nil && d.Primary(v.ID) && !(m.SplitBrain && v.Resolve != nil && v.Resolve.Survivor != n.self)
 	switch {
-	case want && st.Role != "Primary" && v.Initialized && !d.PeerSeen && !m.PeerFenced:
+	case want && st.Role != "Primary" && v.Initialized && !current:
 		// DRBD's own record that the peer is outdated is written lazily
-		// (a primary that dies just after a resync may keep a stale one);
-		// after a boot without the peer only this PM's own fencing of the
-		// peer proves its leg current.
+		// (a primary that dies just after a resync may keep a stale one).
+		// Without the legs connected, only this PM's own fencing of the
+		// peer, or having been in sync with it in this boot, proves its
+		// leg current.
 		leg.Stale = true
-		return fail("will not make this leg writable: this PM has not heard its peer since it booted and did not outdate the peer's leg, so its own leg may be stale")
+		return fail("will not make this leg writable: since it booted this PM has not been in sync with its peer and did not outdate the peer's leg, so its own leg may be stale; waiting for the peer")
 	case want && st.Role != "Primary":
 		force := false
 		if !v.Initialized && st.Disk == "Inconsistent" {

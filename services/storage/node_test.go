@@ -251,24 +251,28 @@ func TestNodeNeverForcesAnInitializedVolume(t *testing.T) {
 	w.pvs = map[string]string{"/dev/vdb": "dyad_sg1"}
 	w.vgs["dyad_sg1"] = &VGInfo{Name: "dyad_sg1", SizeBytes: 1 << 30, FreeBytes: 1 << 29}
 	w.lvs["dyad_sg1"] = []LVInfo{{Name: "vol1", SizeBytes: lvSize(64 << 20)}}
-	// The stale PM booted alone: its leg is Consistent, the peer unknown.
-	w.drbd[0] = MinorState{Connection: "WFConnection", Role: "Secondary", PeerRole: "Unknown", Disk: "Consistent", PeerDisk: "DUnknown"}
-	w.fail["primary"] = errors.New("State change failed: (-2) Need access to UpToDate data")
+	// In sync with the peer earlier in this boot, so the agent leaves the
+	// decision to DRBD; now the leg is Consistent and the peer unknown.
 	n := newTestNode(t, w, "")
 	vol := VolumeRecord{ID: 1, Name: "db", Group: 1, Minor: 0, SizeBytes: 64 << 20, Initialized: true}
-	rep := n.Reconcile(context.Background(), Desired{Records: Records{Groups: []GroupRecord{group1}, Volumes: []VolumeRecord{vol}}, Primary: always(true), PeerLost: true, PeerSeen: true})
+	w.drbd[0] = MinorState{Connection: "Connected", Role: "Secondary", PeerRole: "Primary", Disk: "UpToDate", PeerDisk: "UpToDate"}
+	n.Reconcile(context.Background(), Desired{Records: Records{Groups: []GroupRecord{group1}, Volumes: []VolumeRecord{vol}}, Primary: always(false)})
+	if !w.did("vgchange -ay dyad_sg1") {
+		t.Errorf("the inactive volume group of a fresh boot was not activated: %q", w.calls)
+	}
+	w.drbd[0] = MinorState{Connection: "WFConnection", Role: "Secondary", PeerRole: "Unknown", Disk: "Consistent", PeerDisk: "DUnknown"}
+	w.fail["primary"] = errors.New("State change failed: (-2) Need access to UpToDate data")
+	w.calls = nil
+	rep := n.Reconcile(context.Background(), Desired{Records: Records{Groups: []GroupRecord{group1}, Volumes: []VolumeRecord{vol}}, Primary: always(true), PeerLost: true})
 	if w.did("primary r1 force=true") || !w.did("primary r1 force=false") {
 		t.Errorf("calls %q: want one unforced promotion attempt", w.calls)
 	}
 	if w.did("create-md") {
 		t.Errorf("created metadata on an existing leg: %q", w.calls)
 	}
-	if !w.did("vgchange -ay dyad_sg1") {
-		t.Errorf("the inactive volume group of a fresh boot was not activated: %q", w.calls)
-	}
 	// Each try runs DRBD's fence-peer helper: no new try until the leg's
 	// state changes, and the refusal stays reported.
-	d := Desired{Records: Records{Groups: []GroupRecord{group1}, Volumes: []VolumeRecord{vol}}, Primary: always(true), PeerLost: true, PeerSeen: true}
+	d := Desired{Records: Records{Groups: []GroupRecord{group1}, Volumes: []VolumeRecord{vol}}, Primary: always(true), PeerLost: true}
 	w.calls = nil
 	rep = n.Reconcile(context.Background(), d)
 	if w.did("primary") || !strings.Contains(rep.Legs[0].Error, "Need access to UpToDate data") {
@@ -438,7 +442,7 @@ func TestNodeAloneSinceBootNeedsItsOwnFencing(t *testing.T) {
 	w := memberWorld()
 	w.drbd[0] = alone
 	rep := newTestNode(t, w, "").Reconcile(ctx, d)
-	if w.did("primary") || !rep.Legs[0].Stale || !strings.Contains(rep.Legs[0].Error, "has not heard its peer") {
+	if w.did("primary") || !rep.Legs[0].Stale || !strings.Contains(rep.Legs[0].Error, "has not been in sync with its peer") {
 		t.Errorf("alone since boot, never fenced: calls %q, leg %+v", w.calls, rep.Legs[0])
 	}
 	if st, _ := volumeState(vol, [3]*LegState{nil, &rep.Legs[0], nil}); st != unit.SyncOutdated {
@@ -459,7 +463,7 @@ func TestNodeAloneSinceBootNeedsItsOwnFencing(t *testing.T) {
 	}
 	// Connected and in sync again: the fencing no longer counts.
 	w.drbd[0] = MinorState{Connection: "Connected", Role: "Primary", PeerRole: "Secondary", Disk: "UpToDate", PeerDisk: "UpToDate"}
-	n.Reconcile(ctx, Desired{Records: d.Records, Primary: always(true), PeerSeen: true})
+	n.Reconcile(ctx, Desired{Records: d.Records, Primary: always(true)})
 	w.drbd[0] = alone
 	w.calls = nil
 	if rep := newTestNode(t, w, dir).Reconcile(ctx, d); w.did("primary") || !rep.Legs[0].Stale {
