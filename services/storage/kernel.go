@@ -30,25 +30,16 @@ func (k KernelLVM) PVs(ctx context.Context) (map[string]string, error) {
 	return out, nil
 }
 
-// VGs implements LVM.
+// VGs implements LVM. The physical volumes of each group are left to the
+// caller, which has listed them already.
 func (k KernelLVM) VGs(ctx context.Context) ([]VGInfo, error) {
 	vgs, err := k.L.VGs(ctx)
 	if err != nil {
 		return nil, err
 	}
-	pvs, err := k.L.PVs(ctx)
-	if err != nil {
-		return nil, err
-	}
 	out := make([]VGInfo, 0, len(vgs))
 	for _, v := range vgs {
-		vi := VGInfo{Name: v.Name, SizeBytes: v.Size, FreeBytes: v.Free, Missing: v.MissingPVs > 0}
-		for _, p := range pvs {
-			if p.VG == v.Name {
-				vi.PVs = append(vi.PVs, p.Name)
-			}
-		}
-		out = append(out, vi)
+		out = append(out, VGInfo{Name: v.Name, SizeBytes: v.Size, FreeBytes: v.Free, Missing: v.MissingPVs > 0})
 	}
 	return out, nil
 }

@@ -38,7 +38,6 @@ type VGInfo struct {
 	Name      string
 	SizeBytes int64
 	FreeBytes int64
-	PVs       []string
 	Missing   bool
 }
 
@@ -326,7 +325,14 @@ func (n *Node) Reconcile(ctx context.Context, d Desired) (rep Report) {
 		if i < 0 {
 			continue
 		}
-		rep.Groups = append(rep.Groups, GroupState{ID: g.ID, SizeBytes: vgs[i].SizeBytes, FreeBytes: vgs[i].FreeBytes, PVs: vgs[i].PVs, Missing: vgs[i].Missing})
+		var members []string
+		for dev, vg := range pvs {
+			if vg == g.VG() {
+				members = append(members, dev)
+			}
+		}
+		slices.Sort(members)
+		rep.Groups = append(rep.Groups, GroupState{ID: g.ID, SizeBytes: vgs[i].SizeBytes, FreeBytes: vgs[i].FreeBytes, PVs: members, Missing: vgs[i].Missing})
 		l, err := n.lvm.LVs(ctx, g.VG())
 		if err == nil && slices.ContainsFunc(l, func(lv LVInfo) bool { return !lv.Active }) {
 			// After a boot LVM leaves the volumes inactive.

@@ -65,7 +65,7 @@ func (w *world) CreateVG(_ context.Context, vg string, devs ...string) error {
 	if err := w.call("vgcreate %s %s", vg, strings.Join(devs, ",")); err != nil {
 		return err
 	}
-	w.vgs[vg] = &VGInfo{Name: vg, SizeBytes: 2 << 30, FreeBytes: 2 << 30, PVs: devs}
+	w.vgs[vg] = &VGInfo{Name: vg, SizeBytes: 2 << 30, FreeBytes: 2 << 30}
 	for _, d := range devs {
 		w.pvs[d] = vg
 	}
@@ -222,7 +222,7 @@ func TestNodeCreatesGroupAndVolume(t *testing.T) {
 	if w.did("pvcreate /dev/vda") || w.did("wipe") {
 		t.Errorf("touched the system disk or wiped: %q", w.calls)
 	}
-	if len(rep.Groups) != 1 || len(rep.Legs) != 1 || !rep.Legs[0].LV {
+	if len(rep.Groups) != 1 || fmt.Sprint(rep.Groups[0].PVs) != "[/dev/vdb /dev/vdc]" || len(rep.Legs) != 1 || !rep.Legs[0].LV {
 		t.Errorf("report = %+v", rep)
 	}
 	if len(w.config) != 1 || w.config[0] != (Resource{Name: "r1", Minor: 0, Disk: "/dev/dyad_sg1/vol1", Port: 7800}) {
