@@ -130,6 +130,11 @@ func LiveMigrate(ctx context.Context, src, dst *qmp.Client, uri string, opt Migr
 		}
 		switch info.Status {
 		case "completed":
+			if info.TotalTime == 0 && ctx.Err() == nil {
+				// QEMU 7.2 reports the status before it has filled in the
+				// times of the migration; they follow at once.
+				break
+			}
 			st := info.stats()
 			if st.ExpectedDowntime == 0 {
 				st.ExpectedDowntime = expected
