@@ -64,7 +64,9 @@ type Config struct {
 	// Storage serves the volumes, storage groups and disks; nil makes
 	// their routes answer 503 (the agent has no storage yet).
 	Storage StorageSource
-	Users   Users
+	// VMs is nil on a server without virtual machines.
+	VMs   VMSource
+	Users Users
 	// SessionKey signs session cookies. Both PMs must use the same key (derived
 	// from the unit key) so sessions survive a failover. At least 16 bytes.
 	SessionKey []byte
@@ -168,6 +170,9 @@ func (s *Server) routes() (*gin.Engine, error) {
 	storage.GET("/storage-groups", s.storageGroups)
 	storage.GET("/disks", s.disks)
 	storage.POST("/disks/actions/activate", s.activateDisk)
+	vms := authed.Group("", s.requireVMs)
+	s.vmRoutes(vms)
+	s.consoleRoutes(e, vms)
 
 	e.NoRoute(func(c *gin.Context) {
 		if isAPI(c.Request) {
