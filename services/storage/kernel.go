@@ -144,7 +144,7 @@ type KernelDRBD struct {
 func (k KernelDRBD) Configure(ctx context.Context, rs []Resource) error {
 	out := make([]drbd.Resource, 0, len(rs))
 	for _, r := range rs {
-		out = append(out, drbd.Resource{Name: r.Name, Minor: r.Minor, Disk: r.Disk, Port: r.Port, Addrs: k.Addrs})
+		out = append(out, drbd.Resource{Name: r.Name, Minor: r.Minor, Disk: r.Disk, Port: r.Port, Addrs: k.Addrs, DualPrimary: r.DualPrimary})
 	}
 	b, err := drbd.Marshal(out...)
 	if err != nil {
@@ -216,6 +216,9 @@ func (k KernelDRBD) Primary(ctx context.Context, res string, force bool) error {
 func (k KernelDRBD) Secondary(ctx context.Context, res string) error { return k.A.Secondary(ctx, res) }
 
 // Resize implements DRBD.
+func (k KernelDRBD) Adjust(ctx context.Context, res string) error { return k.A.Adjust(ctx, res) }
+
+// Resize grows the mirror.
 func (k KernelDRBD) Resize(ctx context.Context, res string) error { return k.A.Resize(ctx, res) }
 
 // Outdate implements DRBD.

@@ -67,6 +67,8 @@ type DRBD interface {
 	Primary(ctx context.Context, res string, force bool) error
 	Secondary(ctx context.Context, res string) error
 	Resize(ctx context.Context, res string) error
+	// Adjust applies the resource file's options to a running resource.
+	Adjust(ctx context.Context, res string) error
 	Outdate(ctx context.Context, res string) error
 }
 
@@ -76,6 +78,8 @@ type Resource struct {
 	Minor int
 	Disk  string
 	Port  int
+	// DualPrimary allows both legs writable (a live migration).
+	DualPrimary bool
 }
 
 // MinorState is the kernel's state of a DRBD minor.
@@ -102,7 +106,12 @@ type Desired struct {
 	// PeerLost is true when the peer PM is known to be gone: a volume
 	// that was never synced may then start from this PM's leg alone.
 	PeerLost bool
+	// DualPrimary reports whether volume id may be writable on both PMs at
+	// once: only while the VM using it live-migrates. Nil means never.
+	DualPrimary func(id int) bool
 }
+
+func (d Desired) dual(id int) bool { return d.DualPrimary != nil && d.DualPrimary(id) }
 
 // Node reconciles one PM's storage. Its methods are safe for concurrent use.
 type Node struct {
@@ -123,6 +132,8 @@ type Node struct {
 	// synced are minors whose legs were connected and both UpToDate in
 	// this boot: this leg was current when it last saw the peer.
 	synced map[int]bool
+	// dual is the allow-two-primaries value last applied per minor.
+	dual   map[int]bool
 	report Report
 	// lastLVs are the logical volumes per group LVM last listed.
 	lastLVs map[int][]LVInfo
@@ -157,7 +168,7 @@ type legMemory struct {
 // PM must remember of its legs (on the data partition).
 func NewNode(self int, lvm LVM, drbd DRBD, disks Disks, stateDir string, log *slog.Logger) (*Node, error) {
 	n := &Node{self: self, lvm: lvm, drbd: drbd, disks: disks, stateDir: stateDir, log: log,
-		local: map[int]*legMemory{}, attached: map[int]bool{}, failed: map[int]bool{}, synced: map[int]bool{},
+		local: map[int]*legMemory{}, attached: map[int]bool{}, failed: map[int]bool{}, synced: map[int]bool{}, dual: map[int]bool{},
 		refused: map[int]refusal{}, lastErr: map[int]string{}}
 	if err := os.MkdirAll(stateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("storage state: %w", err)
@@ -375,7 +386,7 @@ func (n *Node) Reconcile(ctx context.Context, d Desired) (rep Report) {
 			lvs[v.Group] = l
 		}
 		if findLV(lvs[v.Group], LVName(v.ID)) != nil {
-			res = append(res, Resource{Name: ResourceName(v.ID), Minor: v.Minor, Disk: "/dev/" + VGName(v.Group) + "/" + LVName(v.ID), Port: Port(v.Minor)})
+			res = append(res, Resource{Name: ResourceName(v.ID), Minor: v.Minor, Disk: "/dev/" + VGName(v.Group) + "/" + LVName(v.ID), Port: Port(v.Minor), DualPrimary: d.dual(v.ID)})
 		}
 	}
 	// Minors of deleted volumes stay in the file until they are down.
@@ -689,6 +700,22 @@ func (n *Node) reconcileLeg(ctx context.Context, v VolumeRecord, d Desired, st M
 	if m.PeerFenced && inSync {
 		n.remember(v.ID, func(m *legMemory) { m.PeerFenced = false })
 		m.PeerFenced = false
+	}
+	dual := d.dual(v.ID)
+	n.mu.Lock()
+	applied := n.dual[v.Minor]
+	n.mu.Unlock()
+	if applied != dual && leg.Configured {
+		// allow-two-primaries is a net option: adjust applies the resource
+		// file's new value to the running connection. A leg brought up by
+		// this boot took "no" from the file.
+		n.log.Info("setting dual-primary", "volume", v.Name, "dual", dual)
+		if err := n.drbd.Adjust(ctx, res); err != nil {
+			return fail("setting allow-two-primaries %v: %v", dual, err)
+		}
+		n.mu.Lock()
+		n.dual[v.Minor] = dual
+		n.mu.Unlock()
 	}
 	n.mu.Lock()
 	current := n.synced[v.Minor] || m.PeerFenced || st.Connection == "Connected" || isSyncing(st.Connection)

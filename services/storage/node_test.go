@@ -171,6 +171,7 @@ func (w *world) Secondary(_ context.Context, res string) error {
 }
 func (w *world) Resize(_ context.Context, res string) error  { return w.call("resize %s", res) }
 func (w *world) Outdate(_ context.Context, res string) error { return w.call("outdate %s", res) }
+func (w *world) Adjust(_ context.Context, res string) error  { return w.call("adjust %s", res) }
 
 func maps(m map[string]string) map[string]string {
 	out := map[string]string{}
