@@ -111,3 +111,21 @@ func (m *Manager) LinkState(ctx context.Context, name string) (up, carrier bool,
 	}
 	return l.Flags&unix.IFF_UP != 0, l.Flags&unix.IFF_LOWER_UP != 0, nil
 }
+
+// Enslave puts link name into bridge master and brings it up: the taps of
+// VMs, which QEMU creates, join their shared network's bridge this way.
+func (m *Manager) Enslave(ctx context.Context, name, master string) error {
+	l, err := m.link(ctx, name)
+	if err != nil {
+		return fmt.Errorf("enslave: %w", err)
+	}
+	br, err := m.link(ctx, master)
+	if err != nil {
+		return fmt.Errorf("enslave %s: %w", name, err)
+	}
+	idx := br.Index
+	if err := m.conn.Link.Set(&rtnetlink.LinkMessage{Index: l.Index, Attributes: &rtnetlink.LinkAttributes{Master: &idx}}); err != nil {
+		return fmt.Errorf("enslave %s to %s: %w", name, master, err)
+	}
+	return m.SetUp(ctx, name)
+}

@@ -318,6 +318,10 @@ func (r *reconciler) releasePorts() error {
 		if cur == "" || cur == want[name] || !r.owned(r.links[cur]) {
 			continue
 		}
+		if linkKind(l) == "tun" {
+			// A VM's tap: the VM runner put it into its network's bridge.
+			continue
+		}
 		if err := r.setMaster(l.Index, 0); err != nil {
 			return fmt.Errorf("release %s from %s: %w", name, cur, err)
 		}
