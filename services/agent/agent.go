@@ -26,6 +26,7 @@ import (
 	"github.com/dyad-ha/dyad/services/store"
 	"github.com/dyad-ha/dyad/services/unit"
 	"github.com/dyad-ha/dyad/services/unitca"
+	"github.com/dyad-ha/dyad/services/vm"
 )
 
 // Heartbeat timing: a beat every 200 ms; a path is down after 1.5 s of
@@ -63,6 +64,13 @@ type Options struct {
 	// DRBDHelperSocket is where the agent answers the DRBD kernel
 	// module's helper calls; "" for none.
 	DRBDHelperSocket string
+	// VMs runs the PM's virtual machines; nil runs the PM without VMs.
+	VMs VMRunner
+	// NewVMs, when VMs is nil, builds the VM runner once the agent can
+	// attach taps and be told of changes.
+	NewVMs func(taps vm.Taps, changed func()) (VMRunner, error)
+	// Enslave puts a link into a bridge and brings it up (VM taps).
+	Enslave func(ctx context.Context, link, bridge string) error
 }
 
 // Network is what the agent needs from the PM's network stack.
@@ -131,6 +139,11 @@ type Agent struct {
 	peerReport selfReport
 	// storageKick runs the storage reconciler at once after a change.
 	storageKick chan struct{}
+	// vmKick runs the VM reconciler at once after a change.
+	vmKick chan struct{}
+	// peerLong calls the peer without an overall time limit: migrations
+	// and console streams last as long as they last.
+	peerLong *http.Client
 }
 
 // New prepares an agent: opens the unit database and derives the unit CA.
@@ -157,6 +170,7 @@ func New(opt Options) (*Agent, error) {
 		paths:       heartbeatPaths(opt.Config),
 		heard:       map[string][]probe.Probe{},
 		storageKick: make(chan struct{}, 1),
+		vmKick:      make(chan struct{}, 1),
 		hbKey:       unitca.HeartbeatKey(opt.Config.UnitKey),
 		leases:      opt.Leases,
 		clientID:    dhcpClientID(opt.Config.UnitKey),
@@ -172,6 +186,14 @@ func New(opt Options) (*Agent, error) {
 	if a.leases == nil {
 		a.leases = DHCP{}
 	}
+	if a.opt.VMs == nil && a.opt.NewVMs != nil {
+		r, err := a.opt.NewVMs(a, a.kickVMs)
+		if err != nil {
+			db.Close()
+			return nil, fmt.Errorf("VM runner: %w", err)
+		}
+		a.opt.VMs = r
+	}
 	a.mon = cluster.NewMonitor(DeadAfter, a.paths...)
 	a.noneSince = a.start
 	a.peerC = &http.Client{
@@ -179,6 +201,13 @@ func New(opt Options) (*Agent, error) {
 		Transport: &http.Transport{
 			TLSClientConfig:     ca.ClientConfig(leaf, opt.Config.Peer()),
 			TLSHandshakeTimeout: 3 * time.Second,
+		},
+	}
+	a.peerLong = &http.Client{
+		Transport: &http.Transport{
+			TLSClientConfig:       ca.ClientConfig(leaf, opt.Config.Peer()),
+			TLSHandshakeTimeout:   3 * time.Second,
+			ResponseHeaderTimeout: 10 * time.Minute,
 		},
 	}
 	return a, nil
@@ -273,6 +302,21 @@ func (a *Agent) Run(ctx context.Context) error {
 			case <-kick:
 			}
 			a.reconcile(ctx)
+		}
+	})
+	// QEMU processes: started, watched and stopped in a loop of their own,
+	// run at once when a QEMU ends or a record changes.
+	wg.Go(func() {
+		t := time.NewTicker(vmTick)
+		defer t.Stop()
+		for {
+			a.reconcileVMs(ctx)
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			case <-a.vmKick:
+			}
 		}
 	})
 	wg.Wait()

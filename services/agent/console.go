@@ -37,6 +37,7 @@ func (a *Agent) startConsole(ip netip.Addr) (*consoleServer, error) {
 		Source:     a,
 		Users:      users{a.db},
 		Storage:    a.storageSource(),
+		VMs:        a.vmSource(),
 		SessionKey: unitca.SessionKey(a.cfg.UnitKey),
 		Node:       a.cfg.Node,
 		Role:       a.Role,
@@ -113,6 +114,9 @@ func (a *Agent) Unit(ctx context.Context) (unit.Unit, error) {
 	}
 	if _, sv, err := a.storageView(); err == nil {
 		u.Alerts = append(u.Alerts, sv.Alerts...)
+	}
+	if _, vms, err := a.vmView(); err == nil && a.opt.VMs != nil {
+		u.Alerts = append(u.Alerts, vmAlerts(vms, u.Time)...)
 	}
 	if u.ReplicationPath == unit.PathIbiz0 {
 		u.Alerts = append(u.Alerts, unit.Alert{

@@ -13,6 +13,7 @@ import (
 	"github.com/dyad-ha/dyad/services/network/probe"
 	"github.com/dyad-ha/dyad/services/storage"
 	"github.com/dyad-ha/dyad/services/unit"
+	"github.com/dyad-ha/dyad/services/vm"
 )
 
 // selfReport is what a PM tells the primary about itself.
@@ -27,6 +28,8 @@ type selfReport struct {
 	Pairings []probe.Pairing `json:"pairings,omitempty"`
 	// Storage is the sender's disks, volume groups and mirror legs.
 	Storage *storage.Report `json:"storage,omitempty"`
+	// VMs is the sender's QEMU processes.
+	VMs *vm.NodeReport `json:"vms,omitempty"`
 }
 
 func (a *Agent) self() selfReport {
@@ -45,6 +48,10 @@ func (a *Agent) self() selfReport {
 		rep := a.opt.Storage.Report()
 		r.Storage = &rep
 	}
+	if a.opt.VMs != nil {
+		rep := a.opt.VMs.Report()
+		r.VMs = &rep
+	}
 	return r
 }
 
@@ -58,6 +65,9 @@ func (a *Agent) servePeer(ctx context.Context) (*http.Server, error) {
 		json.NewEncoder(w).Encode(a.self())
 	})
 	mux.HandleFunc("POST /peer/v1/storage/volumes/{id}/outdate", a.serveOutdate)
+	mux.HandleFunc("POST /peer/v1/vms/{id}/{op}", a.serveVMOp)
+	mux.HandleFunc("GET /peer/v1/vms/{id}/console/{kind}", a.serveVMConsole)
+	mux.HandleFunc("GET /peer/v1/vms/{id}/serial-log", a.serveSerialLog)
 	srv := &http.Server{
 		Handler:           mux,
 		TLSConfig:         a.ca.ServerConfig(a.leaf),

@@ -137,6 +137,9 @@ func (a *Agent) reconcile(ctx context.Context) {
 	if err := a.reconcileStorageRecords(ctx, rep); err != nil {
 		a.replicationFailed("storage records", err)
 	}
+	if err := a.reconcileVMRecords(ctx, rep); err != nil {
+		a.replicationFailed("VM records", err)
+	}
 	err = a.db.Update(ctx, rep, func(w store.Writer) error {
 		for id, rec := range want {
 			if cur, ok := recs[id]; ok && cur.same(rec) {

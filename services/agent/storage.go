@@ -76,15 +76,18 @@ func (a *Agent) reconcileStorage(ctx context.Context) {
 		a.log.Error("storage records", "err", err)
 		return
 	}
-	primary := a.Role() == unit.RolePrimary
+	primary, dual := a.volumeRoles(a.Role() == unit.RolePrimary)
 	v := a.mon.View(time.Now())
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	a.opt.Storage.Reconcile(ctx, storage.Desired{
-		Records:  rs,
-		Primary:  func(int) bool { return primary },
-		PeerLost: !v.Seen,
+		Records:     rs,
+		Primary:     primary,
+		DualPrimary: dual,
+		PeerLost:    !v.Seen,
 	})
+	// A VM may be waiting for its volumes.
+	a.kickVMs()
 }
 
 // storageReports are both PMs' last storage reports; the peer's only while
@@ -320,6 +323,9 @@ func (a *Agent) DeleteVolume(ctx context.Context, id int) error {
 	_, err := a.updateVolume(ctx, id, func(_ storage.Records, v storage.VolumeRecord, _ storage.View) (storage.VolumeRecord, error) {
 		if v.Deleted {
 			return v, fmt.Errorf("%w: volume %s is being deleted already", webui.ErrConflict, v.Name)
+		}
+		if vmName := a.usedBy(v.ID); vmName != "" {
+			return v, fmt.Errorf("%w: volume %s is attached to VM %s; detach it or remove the VM first", webui.ErrConflict, v.Name, vmName)
 		}
 		v.Deleted = true
 		return v, nil

@@ -20,6 +20,7 @@ import (
 	"github.com/dyad-ha/dyad/services/storage/drbd"
 	"github.com/dyad-ha/dyad/services/storage/drbdhelper"
 	"github.com/dyad-ha/dyad/services/storage/lvm"
+	"github.com/dyad-ha/dyad/services/vm"
 	"golang.org/x/sys/unix"
 )
 
@@ -71,6 +72,10 @@ func serve(cfg pmconfig.Config) int {
 		DataPersistent:   persistent("/data"),
 		Storage:          st,
 		DRBDHelperSocket: drbdhelper.SocketPath,
+		Enslave:          nm.Enslave,
+		NewVMs: func(taps vm.Taps, changed func()) (agent.VMRunner, error) {
+			return newVMs(ctx, cfg, taps, changed, log)
+		},
 	})
 	if err != nil {
 		log.Error("start", "err", err)
@@ -143,4 +148,27 @@ func newStorage(cfg pmconfig.Config, log *slog.Logger) (agent.Storage, error) {
 		return nil, err
 	}
 	return n, nil
+}
+
+// qemuPath is where the image carries QEMU.
+const qemuPath = "/usr/bin/qemu-system-x86_64"
+
+// newVMs builds the PM's VM runner: KVM when /dev/kvm opens, TCG
+// otherwise. Without QEMU in the image the PM runs no VMs, loudly.
+func newVMs(ctx context.Context, cfg pmconfig.Config, taps vm.Taps, changed func(), log *slog.Logger) (agent.VMRunner, error) {
+	if _, err := os.Stat(qemuPath); err != nil {
+		log.Error("no QEMU in the image: this PM runs no VMs", "err", err)
+		return nil, nil
+	}
+	accel := vm.TCG
+	if f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0); err == nil {
+		f.Close()
+		accel = vm.KVM
+	}
+	log.Info("virtual machines", "accel", accel)
+	return vm.NewNode(ctx, vm.NodeConfig{
+		Self: cfg.Node, QEMU: qemuPath, RunDir: "/run/dyad/vm", DataDir: "/data/dyad/vm",
+		GuestDir: "/usr/share/dyad/test-guest", Accel: accel, Taps: taps, Changed: changed,
+		Log: log.With("part", "vm"),
+	})
 }
