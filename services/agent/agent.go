@@ -321,6 +321,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	})
 	wg.Wait()
 	a.log.Info("agent stopping", "reason", context.Cause(ctx))
+	if a.opt.VMs != nil {
+		// VMs outlive the agent; the next one adopts them.
+		a.opt.VMs.Release()
+	}
 	a.stepDown(context.Background(), "agent stopping")
 	return nil
 }

@@ -31,6 +31,8 @@ type VMRunner interface {
 	SerialLog(id int) ([]byte, error)
 	Runs(id int) bool
 	Forget(id int)
+	// Release lets go of the QEMU processes without stopping them.
+	Release()
 }
 
 // Live migration limits (issue 5: explicit bandwidth and downtime). The

@@ -667,6 +667,28 @@ func waitQMP(ctx context.Context, path string, exited <-chan error) (*qmp.Client
 	}
 }
 
+// exitReleased marks a process the agent let go of without stopping it.
+const exitReleased = "released"
+
+// Release lets go of every QEMU without stopping it, for an agent that
+// stops: the next agent adopts them.
+func (n *Node) Release() {
+	n.mu.Lock()
+	procs := n.procs
+	n.procs = map[int]*proc{}
+	for _, p := range procs {
+		p.quit = exitReleased
+	}
+	n.mu.Unlock()
+	for _, p := range procs {
+		p.qmp.Close()
+		if p.serial != nil {
+			p.serial.Close()
+		}
+		<-p.done
+	}
+}
+
 // watch follows p's QMP events until QEMU ends, then records how it ended.
 func (n *Node) watch(p *proc, exited <-chan error) {
 	for ev := range p.qmp.Events() {
@@ -690,6 +712,18 @@ func (n *Node) watch(p *proc, exited <-chan error) {
 			p.qmp.Execute(ctx, "quit", nil, nil)
 			cancel()
 		}
+	}
+	n.mu.Lock()
+	released := p.quit == exitReleased
+	n.mu.Unlock()
+	if released {
+		if exited != nil {
+			// Reap it in the background should it end while this
+			// process still lives; the next agent watches it over QMP.
+			go func() { <-exited }()
+		}
+		close(p.done)
+		return
 	}
 	var werr error
 	if exited != nil {
