@@ -34,11 +34,11 @@ type VM struct {
 	// they reached the threshold, until Reset Device.
 	Crashes  int  `json:"crashes"`
 	Critical bool `json:"critical,omitempty"`
-	// BootID counts the VM's starts (a new QEMU process each time; a
-	// migration keeps it).
+	// Starts counts the operator's starts (Start, Boot From CD, Reset
+	// Device); restarts after a crash do not count.
 	Starts int `json:"starts"`
-	// Started is when the running QEMU process was started (kept across a
-	// live migration: the guest did not restart).
+	// Started is when the QEMU process running the VM was started on its
+	// PM (a live migration starts a new one).
 	Started   time.Time    `json:"started,omitzero"`
 	Migration *VMMigration `json:"migration,omitempty"`
 	Warnings  []string     `json:"warnings,omitempty"`
