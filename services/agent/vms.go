@@ -350,6 +350,11 @@ func (a *Agent) CreateVM(ctx context.Context, req unit.VMCreate) (unit.VM, error
 	if boot == vm.BootCD && req.CD == "" {
 		return unit.VM{}, fmt.Errorf("%w: boot source cd needs a CD image", webui.ErrInvalid)
 	}
+	if req.CD != "" {
+		if err := vm.CheckCD(req.CD); err != nil {
+			return unit.VM{}, fmt.Errorf("%w: %w", webui.ErrInvalid, err)
+		}
+	}
 	id := 1
 	for _, r := range recs {
 		id = max(id, r.ID+1)
@@ -482,6 +487,11 @@ func (a *Agent) Command(ctx context.Context, id int, name string, args unit.VMAc
 	case vm.Start, vm.BootFromCD:
 		if cmd == vm.BootFromCD && args.CD == "" && cur.CD == "" {
 			return cur, fmt.Errorf("%w: Boot From CD needs a CD image", webui.ErrInvalid)
+		}
+		if args.CD != "" {
+			if err := vm.CheckCD(args.CD); err != nil {
+				return cur, fmt.Errorf("%w: %w", webui.ErrInvalid, err)
+			}
 		}
 		err = a.updateVM(ctx, id, func(r *vm.Record) error {
 			r.Run, r.StartSeq, r.StartCD = true, r.StartSeq+1, cmd == vm.BootFromCD

@@ -38,7 +38,9 @@ type NodeConfig struct {
 	RunDir  string
 	DataDir string
 	// GuestDir holds the test guest's vmlinuz, initrd.img and cmdline.
-	GuestDir    string
+	GuestDir string
+	// VCDDir holds the VCDs (ISO images) VMs boot from.
+	VCDDir      string
 	Accel       Accel
 	CPU         string
 	CPUFeatures []string
@@ -550,10 +552,19 @@ func (n *Node) machine(r Record, d NodeDesired, incoming bool) (Machine, error) 
 		m.Initrd = filepath.Join(n.cfg.GuestDir, "initrd.img")
 		m.Append = strings.TrimSpace(string(cmd))
 	case r.Boot == BootCD || r.StartCD:
-		m.CDROM, m.BootFromCD = r.CD, true
+		m.BootFromCD = true
 	}
-	if r.CD != "" && m.CDROM == "" {
-		m.CDROM = r.CD
+	if r.CD != "" {
+		if err := CheckCD(r.CD); err != nil {
+			return Machine{}, err
+		}
+		m.CDROM = filepath.Join(n.cfg.VCDDir, r.CD)
+		if _, err := os.Stat(m.CDROM); err != nil {
+			return Machine{}, fmt.Errorf("CD image: %w", err)
+		}
+	}
+	if m.BootFromCD && m.CDROM == "" {
+		return Machine{}, errors.New("boot from CD: the VM has no CD image")
 	}
 	return m, nil
 }

@@ -3,6 +3,7 @@ package vm
 import (
 	"encoding/json"
 	"fmt"
+	"regexp"
 	"slices"
 	"strconv"
 	"time"
@@ -139,4 +140,15 @@ func Put(w store.Writer, rec Record) error {
 // Delete removes the record of VM id.
 func Delete(w store.Writer, id int) error {
 	return w.Delete(BucketVMs, strconv.Itoa(id))
+}
+
+var cdName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,126}\.iso$`)
+
+// CheckCD checks the name of a VCD: an ISO image in the PMs' VCD folder,
+// named without a path.
+func CheckCD(name string) error {
+	if !cdName.MatchString(name) {
+		return fmt.Errorf("CD image %q: name an .iso file of the VCD folder (letters, digits, '.', '_', '-'; no path)", name)
+	}
+	return nil
 }

@@ -168,7 +168,7 @@ func newVMs(ctx context.Context, cfg pmconfig.Config, taps vm.Taps, changed func
 	log.Info("virtual machines", "accel", accel)
 	return vm.NewNode(ctx, vm.NodeConfig{
 		Self: cfg.Node, QEMU: qemuPath, RunDir: "/run/dyad/vm", DataDir: "/data/dyad/vm",
-		GuestDir: "/usr/share/dyad/test-guest", Accel: accel, Taps: taps, Changed: changed,
+		GuestDir: "/usr/share/dyad/test-guest", VCDDir: "/data/dyad/vcd", Accel: accel, Taps: taps, Changed: changed,
 		Log: log.With("part", "vm"),
 	})
 }
