@@ -229,7 +229,7 @@ func (a *Agent) nodeOp(ctx context.Context, id int, op string, in any) (any, err
 		if err := json.Unmarshal(b, &req); err != nil {
 			return nil, err
 		}
-		st, err := a.opt.VMs.Migrate(ctx, id, req.URI, vm.MigrateOptions{BandwidthBytes: migrationBandwidth, DowntimeLimit: migrationDowntime})
+		st, err := a.opt.VMs.Migrate(ctx, id, req.URI, vm.MigrateOptions{BandwidthBytes: vm.MigrationBandwidth, DowntimeLimit: vm.MigrationDowntime})
 		if err != nil {
 			return nil, err
 		}

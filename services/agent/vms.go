@@ -35,12 +35,7 @@ type VMRunner interface {
 	Release()
 }
 
-// Live migration limits (issue 5: explicit bandwidth and downtime). The
-// private link is at least 1 Gbit/s; DRBD's resync controller takes its
-// share below c-max-rate, so the migration may use most of a 10G link.
 const (
-	migrationBandwidth = 800 << 20 // bytes per second
-	migrationDowntime  = 300 * time.Millisecond
 	// migrationPortBase + VM id is the port an incoming QEMU listens on.
 	migrationPortBase = 49152
 	// vmTick is how often each PM reconciles its VMs.

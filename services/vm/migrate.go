@@ -28,6 +28,15 @@ type MigrateOptions struct {
 	Log *slog.Logger
 }
 
+// The unit's live migration limits. The private link is at least
+// 1 Gbit/s; DRBD's resync controller takes its share below c-max-rate, so
+// a migration may use most of a 10G link. 300 ms of downtime is below
+// what TCP connections and most guests notice.
+const (
+	MigrationBandwidth = 800 << 20 // bytes per second
+	MigrationDowntime  = 300 * time.Millisecond
+)
+
 // maxDowntimeLimit is QEMU 7.2's upper bound for downtime-limit
 // (MAX_MIGRATE_DOWNTIME_SECONDS, 2000 s).
 const maxDowntimeLimit = 2000 * time.Second
