@@ -38,6 +38,15 @@ type dashboardPage struct {
 	// Storage is nil when the server has no StorageSource: the page then
 	// has no storage section.
 	Storage *storageView
+	// VMs is nil when the server has no VMSource: the page then has no VM
+	// section.
+	VMs *vmView
+}
+
+// vmView is the VM section of the dashboard.
+type vmView struct {
+	VMs []unit.VM
+	Err string
 }
 
 // storageView is the storage section of the dashboard.
@@ -71,6 +80,9 @@ func (s *Server) dashboard(c *gin.Context) {
 		page.Err = "cannot read unit state: " + err.Error()
 		status = http.StatusInternalServerError
 	}
+	if s.cfg.VMs != nil {
+		page.VMs = s.vmView(c.Request.Context())
+	}
 	if s.cfg.Storage != nil {
 		page.Storage = s.storageView(c.Request.Context())
 	}
@@ -90,6 +102,17 @@ func (s *Server) storageView(ctx context.Context) *storageView {
 		v.Err = "cannot read storage state: " + err.Error()
 	}
 	return v
+}
+
+// vmView reads the VM section; like the storage section, a failure shows
+// in the section only.
+func (s *Server) vmView(ctx context.Context) *vmView {
+	vms, err := s.cfg.VMs.VMs(ctx)
+	if err != nil {
+		s.log.Error("webui: reading VMs", "err", err)
+		return &vmView{Err: "cannot read VMs: " + err.Error()}
+	}
+	return &vmView{VMs: vms}
 }
 
 func (s *Server) loginPage(c *gin.Context) {

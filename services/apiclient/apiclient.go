@@ -25,6 +25,10 @@ const maxResponse = 16 << 20
 type APIError struct {
 	StatusCode int    // HTTP status, e.g. 404
 	Message    string // the server's "error" message, or the body when it sent none
+	// Allowed are the commands the VM's state allows, from a 409 refusing
+	// a VM command; nil for any other error, empty when no command is
+	// allowed in that state.
+	Allowed []string
 }
 
 func (e *APIError) Error() string {
@@ -313,15 +317,35 @@ func (c *Client) send(ctx context.Context, method, path string, body []byte, ck 
 		return nil, fmt.Errorf("%s %s: answer larger than %d bytes", method, path, maxResponse)
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return resp, &APIError{StatusCode: resp.StatusCode, Message: errorMessage(data)}
+		ae := &APIError{StatusCode: resp.StatusCode, Message: errorMessage(data)}
+		if resp.StatusCode == http.StatusConflict {
+			ae.Allowed = allowedCommands(data)
+		}
+		return resp, ae
 	}
 	if out == nil {
+		return resp, nil
+	}
+	if raw, ok := out.(*[]byte); ok { // a body that is not JSON, such as a serial log
+		*raw = data
 		return resp, nil
 	}
 	if err := json.Unmarshal(data, out); err != nil {
 		return resp, fmt.Errorf("%s %s: decoding answer: %w", method, path, err)
 	}
 	return resp, nil
+}
+
+// allowedCommands extracts the "allowed" list of a 409 answer; nil when
+// the answer has none.
+func allowedCommands(data []byte) []string {
+	var e struct {
+		Allowed []string `json:"allowed"`
+	}
+	if json.Unmarshal(data, &e) != nil {
+		return nil
+	}
+	return e.Allowed
 }
 
 // errorMessage extracts {"error":"..."} or, from something that is not the

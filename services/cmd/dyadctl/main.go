@@ -56,6 +56,39 @@ Commands:
                   add disk DISK (e.g. vdb) of PM to storage group ID; a
                   foreign disk (one that holds data) needs --erase
 
+  vm list         the virtual machines with their state and where they run
+  vm show VM      one VM with its volumes, networks and last migration
+  vm create NAME --memory SIZE --volume NAME:SIZE[:boot] [--vcpus N]
+                [--existing-volume ID[:boot]] [--group ID] [--nic NETWORK[=MAC]]
+                [--boot disk|cd|test-guest] [--cd ISO] [--64bit] [--start]
+                  create a VM; --volume and --existing-volume repeat, one
+                  volume is the boot volume (the only one needs no :boot);
+                  --nic repeats; ISO names an .iso of the PMs' VCD folder
+  vm start VM     start a stopped VM
+  vm shutdown VM [--timeout 120s]
+                  shut the guest down (ACPI) and wait up to the timeout
+  vm poweroff VM  stop the VM at once, as pulling its power cord
+  vm dump VM      write the guest's memory to the data partition, then restart
+  vm boot-from-cd VM [--cd ISO]
+                  start a stopped VM once from its (or this) virtual CD
+  vm migrate VM [--to PM]
+                  live-migrate a running VM to the other PM (or PM)
+  vm reset-device VM
+                  restart a VM that crashed too often (Critical)
+  vm config VM [--vcpus N] [--memory SIZE] [--add-volume NAME:SIZE]
+                [--add-existing ID] [--detach ID] [--delete ID --yes]
+                [--nic NETWORK[=MAC] | --no-nics]
+                  re-provision a stopped VM; --delete destroys the volume's
+                  data; --nic replaces the VM's networks
+  vm remove VM --yes [--delete-data]
+                  remove a VM with its boot volume; --delete-data deletes its
+                  other volumes too (kept in the unit otherwise)
+  vm console VM   attach the VM's serial console (Ctrl-] quits)
+  vm serial-log VM
+                  print what the VM's serial console printed lately
+
+  VM is a VM's name or id.
+
   SIZE is a whole number of bytes or of a unit: 64MiB, 1GiB, 512M, 10G (K, M,
   G, T are powers of 1024, as KiB, MiB, GiB, TiB; KB, MB, GB, TB of 1000).
   Command flags may follow the command's arguments.
@@ -117,6 +150,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, env func(
 		return exitUsage
 	}
 	c := apiclient.New(*url, *user, *password, &http.Client{Timeout: *timeout})
+	if cmd.session != nil {
+		if err := cmd.session(ctx, c, stdout); err != nil {
+			fmt.Fprintf(stderr, "dyadctl: %s: %v\n", cmd.name, err)
+			return exitFail
+		}
+		return exitOK
+	}
 	v, err := cmd.fetch(ctx, c)
 	if err != nil {
 		fmt.Fprintf(stderr, "dyadctl: %s: %v\n", cmd.name, err)
@@ -141,11 +181,13 @@ func envOr(env func(string) string, key, def string) string {
 	return def
 }
 
-// command is one parsed command: what to fetch and how to show it.
+// command is one parsed command: what to fetch and how to show it, or an
+// interactive session (a console) that writes to stdout itself.
 type command struct {
-	name  string
-	fetch func(context.Context, *apiclient.Client) (any, error)
-	print func(io.Writer, any) error
+	name    string
+	fetch   func(context.Context, *apiclient.Client) (any, error)
+	print   func(io.Writer, any) error
+	session func(context.Context, *apiclient.Client, io.Writer) error
 }
 
 func parseCommand(args []string) (command, error) {
@@ -219,6 +261,9 @@ func parseCommand(args []string) (command, error) {
 		}, nil
 	}
 	if cmd, ok, err := parseStorageCommand(args); ok {
+		return cmd, err
+	}
+	if cmd, ok, err := parseVMCommand(args); ok {
 		return cmd, err
 	}
 	return command{}, fmt.Errorf("%w: unknown command %q", errUsage, words)

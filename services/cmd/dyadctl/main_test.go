@@ -270,7 +270,7 @@ func TestFailures(t *testing.T) {
 		wantErr string
 	}{
 		{name: "no command", env: good, code: 2, wantErr: "no command given"},
-		{name: "unknown command", env: good, args: []string{"vm", "list"}, code: 2, wantErr: `unknown command "vm list"`},
+		{name: "unknown command", env: good, args: []string{"frob", "list"}, code: 2, wantErr: `unknown command "frob list"`},
 		{name: "pm show without id", env: good, args: []string{"pm", "show"}, code: 2, wantErr: "exactly one PM id"},
 		{name: "pm show bad id", env: good, args: []string{"pm", "show", "x"}, code: 2, wantErr: `invalid PM id "x"`},
 		{name: "extra words", env: good, args: []string{"pm", "list", "now"}, code: 2, wantErr: "unknown command"},

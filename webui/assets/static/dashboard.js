@@ -1,6 +1,6 @@
 // Dyad console: refreshes the dashboard from /api/v1/unit (and, when the
-// page has a storage section, /api/v1/volumes and /api/v1/storage-groups)
-// every 2 s. The server renders the first state; this script only keeps it
+// page has those sections, /api/v1/vms, /api/v1/volumes and
+// /api/v1/storage-groups) every 2 s. The server renders the first state; this script only keeps it
 // current. Every value goes through textContent, never innerHTML.
 "use strict";
 
@@ -168,6 +168,40 @@
     s.classList.remove("status-error");
   }
 
+  function vmRow(v) {
+    const tr = el("tr");
+    tr.dataset.vm = v.id;
+    const name = el("td", "pm-name", v.name + " ");
+    name.appendChild(el("span", "muted", "VM " + v.id));
+    tr.appendChild(name);
+    const state = el("td");
+    state.appendChild(el("span", "badge vm-" + token(v.state), v.state));
+    tr.appendChild(state);
+    tr.appendChild(el("td", "", v.activity || ""));
+    tr.appendChild(el("td", "", v.node ? "PM " + v.node : "none"));
+    tr.appendChild(el("td", "", String(v.vcpus)));
+    tr.appendChild(el("td", "", formatBytes(v.memory_bytes)));
+    const consoles = el("td", "consoles");
+    const id = encodeURIComponent(String(v.id));
+    const serial = el("a", "", "Serial");
+    serial.href = "/vms/" + id + "/console";
+    const vnc = el("a", "", "VNC");
+    vnc.href = "/vms/" + id + "/vnc";
+    consoles.append(serial, " ", vnc);
+    tr.appendChild(consoles);
+    return tr;
+  }
+
+  function renderVMs(vms) {
+    const rows = document.getElementById("vm-rows");
+    if (vms.length === 0) rows.replaceChildren(emptyRow(7, "No virtual machines."));
+    else rows.replaceChildren.apply(rows, vms.map(vmRow));
+    const s = document.getElementById("vm-status");
+    s.textContent = "";
+    s.hidden = true;
+    s.classList.remove("status-error");
+  }
+
   // notLoggedIn is thrown by getJSON on a 401: the caller goes to the login page.
   const notLoggedIn = new Error("not logged in");
 
@@ -197,6 +231,21 @@
       if (e === notLoggedIn) throw e;
       const s = document.getElementById("storage-status");
       s.textContent = "Cannot refresh storage: " + e.message;
+      s.hidden = false;
+      s.classList.add("status-error");
+    }
+  }
+
+  // refreshVMs updates the VM section, when the page has one; its failures
+  // show in the section.
+  async function refreshVMs() {
+    if (!document.getElementById("vms")) return;
+    try {
+      renderVMs((await getJSON("/api/v1/vms")) || []);
+    } catch (e) {
+      if (e === notLoggedIn) throw e;
+      const s = document.getElementById("vm-status");
+      s.textContent = "Cannot refresh VMs: " + e.message;
       s.hidden = false;
       s.classList.add("status-error");
     }
@@ -248,7 +297,7 @@
   async function refresh() {
     try {
       render(await getJSON("/api/v1/unit"));
-      await refreshStorage();
+      await Promise.all([refreshVMs(), refreshStorage()]);
     } catch (e) {
       if (e === notLoggedIn) {
         window.location.assign("/login");
