@@ -10,7 +10,7 @@ TEST_TIMEOUT ?= 75m
 DEB_PACKAGES := qemu-system-x86 qemu-utils linux-image-amd64 drbd-utils lvm2 \
 	e2fsprogs fdisk gdisk iproute2 kmod cpio chromium ca-certificates git
 
-.PHONY: all deps go-check image lab test test-fast test-qemu bench lint clean
+.PHONY: all deps go-check webui-assets image lab test test-fast test-qemu bench lint clean
 
 all: image
 
@@ -26,7 +26,34 @@ deps: go-check
 go-check:
 	@command -v $(GO) >/dev/null || { echo "Go 1.26 or newer is required (https://go.dev/dl, or the go toolchain of this machine)"; exit 1; }
 
-image: deps
+# The consoles' browser code (xterm.js, noVNC) comes from the npm registry,
+# pinned by webui/package-lock.json. The files the pages load are copied into
+# the assets that go:embed builds into the agent; the stamp keeps this a no-op
+# until the lock file changes. npm is looked for as a command, not a Debian
+# package: NodeSource's nodejs package carries its own npm and conflicts with
+# Debian's.
+WEBUI_VENDOR := webui/assets/static/vendor
+WEBUI_NPM    := webui/node_modules
+
+webui-assets: $(WEBUI_VENDOR)/.installed
+
+$(WEBUI_VENDOR)/.installed: webui/package.json webui/package-lock.json | deps
+	@command -v npm >/dev/null || { \
+		echo "webui-assets: installing Debian packages: nodejs npm"; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends nodejs npm; \
+	}
+	cd webui && npm ci --no-audit --no-fund
+	rm -rf $(WEBUI_VENDOR)/xterm $(WEBUI_VENDOR)/novnc
+	mkdir -p $(WEBUI_VENDOR)/xterm $(WEBUI_VENDOR)/novnc
+	cp $(WEBUI_NPM)/@xterm/xterm/lib/xterm.mjs $(WEBUI_NPM)/@xterm/xterm/css/xterm.css \
+		$(WEBUI_NPM)/@xterm/addon-fit/lib/addon-fit.mjs $(WEBUI_VENDOR)/xterm/
+	cp $(WEBUI_NPM)/@xterm/xterm/LICENSE $(WEBUI_VENDOR)/xterm/LICENSE
+	cp $(WEBUI_NPM)/@xterm/addon-fit/LICENSE $(WEBUI_VENDOR)/xterm/LICENSE.addon-fit
+	cp -R $(WEBUI_NPM)/@novnc/novnc/core $(WEBUI_NPM)/@novnc/novnc/vendor \
+		$(WEBUI_NPM)/@novnc/novnc/LICENSE.txt $(WEBUI_NPM)/@novnc/novnc/AUTHORS $(WEBUI_VENDOR)/novnc/
+	touch $@
+
+image: deps webui-assets
 	$(GO) run ./imagebuild -o $(OUT)
 
 # Built, not `go run`: the lab's own exit status (0 after Ctrl-C) reaches make.
@@ -36,11 +63,12 @@ lab: image
 
 # Every tier that fits in CI: unit tests, fuzz seeds, then QEMU scenarios
 # booted from the image just built. DYAD_REQUIRE_IMAGE turns a missing image
-# into a failure instead of a skip.
+# into a failure instead of a skip, DYAD_REQUIRE_ASSETS missing console
+# assets.
 test: lint image test-fast test-qemu
 
-test-fast: deps
-	$(GO) test -timeout 20m $$($(GO) list ./... | grep -v '/qemu-tests/scenario')
+test-fast: deps webui-assets
+	DYAD_REQUIRE_ASSETS=1 $(GO) test -timeout 20m $$($(GO) list ./... | grep -v '/qemu-tests/scenario')
 
 test-qemu: image
 	DYAD_REQUIRE_IMAGE=1 $(GO) test -v -count=1 -timeout $(TEST_TIMEOUT) $(SCENARIOS)
@@ -48,7 +76,7 @@ test-qemu: image
 bench: image
 	$(GO) run ./qemu-tests/bench -out $(OUT) -results bench/results
 
-lint: go-check
+lint: go-check webui-assets
 	@bad=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$bad" ]; then echo "gofmt needed:"; echo "$$bad"; exit 1; fi
 	$(GO) vet ./...
