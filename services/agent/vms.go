@@ -682,7 +682,11 @@ func (a *Agent) DialConsole(ctx context.Context, id int, kind string) (net.Conn,
 		return nil, fmt.Errorf("%w: console %q: use serial or vnc", webui.ErrInvalid, kind)
 	}
 	if a.opt.VMs.Runs(id) {
-		return a.opt.VMs.DialConsole(ctx, id, kind)
+		c, err := a.opt.VMs.DialConsole(ctx, id, kind)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", webui.ErrConflict, err)
+		}
+		return c, nil
 	}
 	return a.dialPeerConsole(ctx, id, kind)
 }
