@@ -30,7 +30,7 @@ func ibiz0MAC(n int) net.HardwareAddr {
 
 func TestBondMemberLoss(t *testing.T) {
 	ctx := t.Context()
-	u := harness.StartT(t, harness.Options{Out: "../../out", N: 2, Ibiz0Bond: true})
+	u := harness.StartT(t, harness.Options{N: 2, Ibiz0Bond: true})
 	c := client(u)
 	primary := primaryOf(waitFormed(t, ctx, c))
 
@@ -118,7 +118,7 @@ func networksByPM1Port(nets []unit.Network) map[string]unit.Network {
 func TestSharedNetworkPairing(t *testing.T) {
 	ctx := t.Context()
 	// PM2's cables are crossed: pairing must follow the L2 domain, not names.
-	u := harness.StartT(t, harness.Options{Out: "../../out", N: 2, BusinessLinks: 2, CrossBusiness: true})
+	u := harness.StartT(t, harness.Options{N: 2, BusinessLinks: 2, CrossBusiness: true})
 	c := client(u)
 	waitFormed(t, ctx, c)
 
@@ -236,7 +236,7 @@ func TestSharedNetworkPairing(t *testing.T) {
 func TestManagementIPFollowsPrimary(t *testing.T) {
 	ctx := t.Context()
 	const mgmt6 = "fd00:99::10"
-	u := harness.StartT(t, harness.Options{Out: "../../out", N: 2, ExtraCmdline: []string{"dyad.mgmt6=" + mgmt6 + "/64"}})
+	u := harness.StartT(t, harness.Options{N: 2, ExtraCmdline: []string{"dyad.mgmt6=" + mgmt6 + "/64"}})
 	c := client(u)
 	lost := primaryOf(waitFormed(t, ctx, c))
 	survivor := 3 - lost.ID
@@ -279,7 +279,7 @@ func TestManagementIPFollowsPrimary(t *testing.T) {
 
 func TestPrivateLinkFallback(t *testing.T) {
 	ctx := t.Context()
-	u := harness.StartT(t, harness.Options{Out: "../../out", N: 2, BusinessLinks: 1})
+	u := harness.StartT(t, harness.Options{N: 2, BusinessLinks: 1})
 	c := client(u)
 	waitFormed(t, ctx, c)
 

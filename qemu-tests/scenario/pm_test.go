@@ -136,7 +136,7 @@ func agentLogs(ctx context.Context, pm *harness.PM) ([]byte, error) {
 
 func TestPowerButtonShutdown(t *testing.T) {
 	ctx := t.Context()
-	u := harness.StartT(t, harness.Options{Out: "../../out", N: 1})
+	u := harness.StartT(t, harness.Options{N: 1})
 	pm := u.PM(1)
 	start := time.Now()
 
@@ -243,7 +243,7 @@ func TestBadConfigClearError(t *testing.T) {
 	ctx := t.Context()
 	// The harness passes dyad.node=1 first: the later value wins, in the
 	// kernel's parsing as in init/cmdline.
-	u := harness.StartT(t, harness.Options{Out: "../../out", N: 1, ExtraCmdline: []string{"dyad.node=7"}})
+	u := harness.StartT(t, harness.Options{N: 1, ExtraCmdline: []string{"dyad.node=7"}})
 	pm := u.PM(1)
 	start := time.Now()
 

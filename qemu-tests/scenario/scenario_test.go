@@ -23,7 +23,7 @@ const formTimeout = 4 * time.Minute
 
 func startUnit(t *testing.T, n int) (*harness.Unit, *apiclient.Client) {
 	t.Helper()
-	u := harness.StartT(t, harness.Options{Out: "../../out", N: n})
+	u := harness.StartT(t, harness.Options{N: n})
 	return u, client(u)
 }
 

@@ -429,7 +429,7 @@ func TestLegFailureDetach(t *testing.T) {
 func TestForeignDiskActivation(t *testing.T) {
 	ctx := t.Context()
 	// PM 2's third data disk holds a file system before the unit exists.
-	u := harness.StartT(t, harness.Options{Out: "../../out", N: 2, DataDisks: 3, DataDiskMiB: 256,
+	u := harness.StartT(t, harness.Options{N: 2, DataDisks: 3, DataDiskMiB: 256,
 		PrepareDataDisk: func(pm, disk int, path string) error {
 			if pm != 2 || disk != 2 {
 				return nil
