@@ -162,54 +162,36 @@ func (a *Agent) reconcileVMRecords(ctx context.Context, rep store.Replicator) er
 	}
 	v := a.mon.View(time.Now())
 	reports := a.vmReports()
-	self, peer := a.cfg.Node, a.cfg.Peer()
 	now := time.Now().UTC()
-	var puts []vm.Record
+	// upkeep changes r as the PMs' reports say; it is applied once to see
+	// whether anything changes and again inside the transaction, to the
+	// record as it is then: an operator's change made meanwhile stays.
+	upkeep := func(r *vm.Record, log bool) bool {
+		return a.vmUpkeep(r, v.Seen, reports, now, log)
+	}
+	var ids []int
 	for _, r := range recs {
-		changed := false
-		if !v.Seen && r.Node == peer {
-			// Failover: the peer is silent on every path. The volumes are
-			// promoted here only if DRBD and the storage rules agree this
-			// leg is current, and the VM starts once they are.
-			a.log.Warn("failover: the VM's PM is lost; running it here", "vm", r.Name, "from", peer)
-			r.Node, changed = self, true
-			if r.Migration.Active() {
-				r.Migration.Status, r.Migration.Error, r.Migration.Finished = vm.MigrationFailed, "the peer PM was lost", now
-			}
-		}
-		if !v.Seen && r.Migration.Active() && r.Migration.To == peer {
-			r.Migration.Status, r.Migration.Error, r.Migration.Finished = vm.MigrationFailed, "the peer PM was lost", now
-			changed = true
-		}
-		if nr, ok := reports[r.Node].VM(r.ID); ok {
-			if ex := nr.LastExit; ex != nil && ex.Kind == vm.ExitGuestShutdown && ex.StartSeq >= r.StartSeq && r.Run && !nr.Running {
-				a.log.Info("the guest shut down", "vm", r.Name)
-				r.Run, changed = false, true
-			}
-			for _, c := range nr.Crashes {
-				if c.StartSeq >= r.StartSeq && !slices.ContainsFunc(r.Crashes, c.At.Equal) {
-					r.Crashes, changed = append(r.Crashes, c.At), true
-				}
-			}
-			if nr.Critical && !r.Critical && r.Run {
-				a.log.Warn("the VM crashed too often; Critical until Reset Device", "vm", r.Name)
-				r.Critical, changed = true, true
-			}
-		}
-		if pruned := (vm.MTBF{}).Prune(r.Crashes, now); len(pruned) != len(r.Crashes) {
-			r.Crashes, changed = pruned, true
-		}
-		if changed {
-			puts = append(puts, r)
+		if upkeep(&r, false) {
+			ids = append(ids, r.ID)
 		}
 	}
-	if len(puts) == 0 {
+	if len(ids) == 0 {
 		return nil
 	}
 	err = a.db.Update(ctx, rep, func(w store.Writer) error {
-		for _, r := range puts {
-			if err := vm.Put(w, r); err != nil {
+		for _, id := range ids {
+			b := w.Get(vm.BucketVMs, strconv.Itoa(id))
+			if b == nil {
+				continue
+			}
+			var r vm.Record
+			if err := json.Unmarshal(b, &r); err != nil {
 				return err
+			}
+			if upkeep(&r, true) {
+				if err := vm.Put(w, r); err != nil {
+					return err
+				}
 			}
 		}
 		return nil
@@ -217,6 +199,50 @@ func (a *Agent) reconcileVMRecords(ctx context.Context, rep store.Replicator) er
 	a.kickStorage()
 	a.kickVMs()
 	return err
+}
+
+// vmUpkeep applies to r what the primary learns from the PMs: failover of
+// the VMs of a lost PM, a guest that shut itself down, crashes and the
+// MTBF verdict. It reports whether r changed.
+func (a *Agent) vmUpkeep(r *vm.Record, peerSeen bool, reports map[int]*vm.NodeReport, now time.Time, log bool) bool {
+	self, peer := a.cfg.Node, a.cfg.Peer()
+	changed := false
+	if !peerSeen && r.Node == peer {
+		// Failover: the peer is silent on every path. The volumes are
+		// promoted here only if DRBD and the storage rules agree this
+		// leg is current, and the VM starts once they are.
+		if log {
+			a.log.Warn("failover: the VM's PM is lost; running it here", "vm", r.Name, "from", peer)
+		}
+		r.Node, changed = self, true
+	}
+	if !peerSeen && r.Migration.Active() {
+		r.Migration.Status, r.Migration.Error, r.Migration.Finished = vm.MigrationFailed, "the peer PM was lost", now
+		changed = true
+	}
+	if nr, ok := reports[r.Node].VM(r.ID); ok {
+		if ex := nr.LastExit; ex != nil && ex.Kind == vm.ExitGuestShutdown && ex.StartSeq >= r.StartSeq && r.Run && !nr.Running {
+			if log {
+				a.log.Info("the guest shut down", "vm", r.Name)
+			}
+			r.Run, changed = false, true
+		}
+		for _, c := range nr.Crashes {
+			if c.StartSeq >= r.StartSeq && !slices.ContainsFunc(r.Crashes, c.At.Equal) {
+				r.Crashes, changed = append(r.Crashes, c.At), true
+			}
+		}
+		if nr.Critical && !r.Critical && r.Run {
+			if log {
+				a.log.Warn("the VM crashed too often; Critical until Reset Device", "vm", r.Name)
+			}
+			r.Critical, changed = true, true
+		}
+	}
+	if pruned := (vm.MTBF{}).Prune(r.Crashes, now); len(pruned) != len(r.Crashes) {
+		r.Crashes, changed = pruned, true
+	}
+	return changed
 }
 
 // vmAlerts are the VM alerts of the unit.
