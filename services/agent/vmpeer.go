@@ -67,7 +67,7 @@ func (a *Agent) migrate(id, from, to int) {
 		})
 	}
 	log.Info("live migration: making the volumes writable on both PMs")
-	if err := a.waitLegs(ctx, id, func(roles map[int]string) bool { return roles[from] == "Primary" && roles[to] == "Primary" }); err != nil {
+	if err := a.waitLegs(ctx, id, time.Now(), func(roles map[int]string) bool { return roles[from] == "Primary" && roles[to] == "Primary" }); err != nil {
 		fail(fmt.Errorf("the volumes did not become writable on both PMs: %w", err))
 		return
 	}
@@ -103,7 +103,7 @@ func (a *Agent) migrate(id, from, to int) {
 	}
 	// Dual-primary ends only once the source's QEMU has quit and its legs
 	// are read-only again.
-	if err := a.waitLegs(ctx, id, func(roles map[int]string) bool { return roles[from] != "Primary" }); err != nil {
+	if err := a.waitLegs(ctx, id, time.Now(), func(roles map[int]string) bool { return roles[from] != "Primary" }); err != nil {
 		log.Warn("the source kept its legs writable", "err", err)
 	}
 	a.updateVM(context.Background(), id, func(r *vm.Record) error {
@@ -116,8 +116,9 @@ func (a *Agent) migrate(id, from, to int) {
 }
 
 // waitLegs waits until ok holds for the roles of every volume of VM id
-// (PM -> DRBD role), as both PMs report them.
-func (a *Agent) waitLegs(ctx context.Context, id int, ok func(roles map[int]string) bool) error {
+// (PM -> DRBD role), as both PMs report them in storage rounds begun after
+// since: an older report predates the change being waited for.
+func (a *Agent) waitLegs(ctx context.Context, id int, since time.Time, ok func(roles map[int]string) bool) error {
 	ctx, cancel := context.WithTimeout(ctx, 90*time.Second)
 	defer cancel()
 	t := time.NewTicker(250 * time.Millisecond)
@@ -137,7 +138,10 @@ func (a *Agent) waitLegs(ctx context.Context, id int, ok func(roles map[int]stri
 		if pr, err := a.fetchPeer(ctx); err == nil && pr.Storage != nil {
 			reports[a.cfg.Peer()] = pr.Storage
 		}
-		all := true
+		all := len(reports) == 2
+		for _, r := range reports {
+			all = all && r.At.After(since)
+		}
 		for _, ref := range recs[i].Volumes {
 			roles := map[int]string{}
 			for n, r := range reports {

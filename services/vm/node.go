@@ -168,7 +168,10 @@ type proc struct {
 	dumpSeq       int
 	dumping       bool
 	announced     bool
-	done          chan struct{}
+	// migrated: the guest now runs on the peer; this QEMU is an empty
+	// shell (postmigrate) to quit.
+	migrated bool
+	done     chan struct{}
 }
 
 // NewNode prepares a PM's VM runner and adopts the QEMU processes a
@@ -329,7 +332,7 @@ func (n *Node) tend(ctx context.Context, r Record, p *proc) {
 	case incoming:
 		n.stop(p, ExitPowerOff, "the migration was abandoned")
 		return
-	case r.Node != self && r.Migration.Active() && r.Migration.From == self:
+	case r.Node != self && r.Migration.Active() && r.Migration.From == self && !p.migrated:
 		// Source of a migration in progress.
 	case r.Node != self:
 		n.stop(p, ExitMigrated, fmt.Sprintf("the VM runs on PM %d", r.Node))
@@ -855,7 +858,13 @@ func (n *Node) Migrate(ctx context.Context, id int, uri string, opt MigrateOptio
 	if opt.Log == nil {
 		opt.Log = n.log.With("vm", id)
 	}
-	return LiveMigrate(ctx, p.qmp, nil, uri, opt)
+	st, err := LiveMigrate(ctx, p.qmp, nil, uri, opt)
+	if err == nil {
+		n.mu.Lock()
+		p.migrated = true
+		n.mu.Unlock()
+	}
+	return st, err
 }
 
 // DialConsole connects to a running VM's serial ("serial") or graphical

@@ -50,7 +50,9 @@ func view(r Record, s Situation) unit.VM {
 		switch {
 		case !ok || vol.State == unit.SyncCreating:
 			busy = true
-		case vol.State == unit.SyncSyncing && r.StartSeq == 0:
+		case r.StartSeq == 0 && (vol.State == unit.SyncSyncing || vol.State == unit.SyncDegraded && s.BothPMs):
+			// A new VM is being installed until its volumes are mirrored;
+			// with a PM away it may start on one leg.
 			busy = true
 		case vol.State != unit.SyncUpToDate:
 			degraded = true
@@ -87,6 +89,11 @@ func view(r Record, s Situation) unit.VM {
 
 func state(r Record, rep VMReport, heard, busy, degraded bool) (State, string) {
 	on := fmt.Sprintf("PM %d", r.Node)
+	if rep.Incoming && r.Migration.Active() {
+		// The record names the target once the guest runs there; the
+		// target takes the QEMU over as its own a moment later.
+		rep.Incoming, rep.Booted = false, true
+	}
 	running := heard && rep.Running && !rep.Incoming
 	switch {
 	case busy && !running:

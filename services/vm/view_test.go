@@ -44,6 +44,14 @@ func TestSummarizeStates(t *testing.T) {
 		{"critical", with(func(r *Record) { r.Run = true; r.Critical = true }), rep(VMReport{ID: 1}), synced, true, Critical},
 		{"critical seen by the PM first", with(func(r *Record) { r.Run = true }), rep(VMReport{ID: 1, Critical: true}), synced, true, Critical},
 		{"migrating", with(func(r *Record) { r.Run = true; r.Migration = &Migration{From: 1, To: 2, Status: MigrationRunning} }), rep(running), synced, true, Running},
+		{"first sync stopped by a lost leg", with(func(r *Record) { r.StartSeq = 0 }), nil, degraded, true, Busy},
+		{"new VM with a PM away", with(func(r *Record) { r.StartSeq = 0 }), nil, degraded, false, Stopped},
+		{"target holds the guest, not yet taken over", with(func(r *Record) {
+			r.Run = true
+			r.Node = 2
+			r.Migration = &Migration{From: 1, To: 2, Status: MigrationRunning}
+		}),
+			map[int]*NodeReport{2: {Node: 2, VMs: []VMReport{{ID: 1, Running: true, Incoming: true}}}}, synced, true, Running},
 		{"incoming QEMU is not the VM running", with(func(r *Record) { r.Run = true }), rep(VMReport{ID: 1, Running: true, Incoming: true}), synced, true, Booting},
 		{"running while the volume resyncs", with(func(r *Record) { r.Run = true }), rep(running), map[int]unit.Volume{5: {State: unit.SyncSyncing}}, true, Alert},
 	} {
