@@ -141,6 +141,8 @@ type Agent struct {
 	storageKick chan struct{}
 	// vmKick runs the VM reconciler at once after a change.
 	vmKick chan struct{}
+	// migrations are the VMs whose live migration this PM runs.
+	migrations map[int]bool
 	// peerLong calls the peer without an overall time limit: migrations
 	// and console streams last as long as they last.
 	peerLong *http.Client
@@ -171,6 +173,7 @@ func New(opt Options) (*Agent, error) {
 		heard:       map[string][]probe.Probe{},
 		storageKick: make(chan struct{}, 1),
 		vmKick:      make(chan struct{}, 1),
+		migrations:  map[int]bool{},
 		hbKey:       unitca.HeartbeatKey(opt.Config.UnitKey),
 		leases:      opt.Leases,
 		clientID:    dhcpClientID(opt.Config.UnitKey),

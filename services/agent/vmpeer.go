@@ -27,6 +27,13 @@ func (a *Agent) startMigration(ctx context.Context, id, to int) error {
 		return fmt.Errorf("%w: PM %d is not running; there is nowhere to migrate to", webui.ErrConflict, peer)
 	}
 	var from int
+	a.mu.Lock()
+	busy := a.migrations[id]
+	a.migrations[id] = true
+	a.mu.Unlock()
+	if busy {
+		return fmt.Errorf("%w: VM %d is migrating already", webui.ErrConflict, id)
+	}
 	err := a.updateVM(ctx, id, func(r *vm.Record) error {
 		if to == 0 {
 			to = 3 - r.Node
@@ -42,10 +49,20 @@ func (a *Agent) startMigration(ctx context.Context, id, to int) error {
 		return nil
 	})
 	if err != nil {
+		a.endMigration(id)
 		return err
 	}
-	go a.migrate(id, from, to)
+	go func() {
+		defer a.endMigration(id)
+		a.migrate(id, from, to)
+	}()
 	return nil
+}
+
+func (a *Agent) endMigration(id int) {
+	a.mu.Lock()
+	delete(a.migrations, id)
+	a.mu.Unlock()
 }
 
 // migrate runs on the primary: both legs writable (dual-primary), an

@@ -220,6 +220,26 @@ func (a *Agent) vmUpkeep(r *vm.Record, peerSeen bool, reports map[int]*vm.NodeRe
 		r.Migration.Status, r.Migration.Error, r.Migration.Finished = vm.MigrationFailed, "the peer PM was lost", now
 		changed = true
 	}
+	if m := r.Migration; m.Active() && !a.migrationRunning(r.ID) {
+		// The primary that ran this migration stepped down: finish its
+		// record from where the guest is.
+		src, _ := reports[m.From].VM(r.ID)
+		dst, _ := reports[m.To].VM(r.ID)
+		switch {
+		case dst.Running && dst.Status == "running":
+			if log {
+				a.log.Warn("finishing a migration left by the previous primary: the guest runs on the target", "vm", r.Name, "to", m.To)
+			}
+			r.Node, m.Status, m.Finished = m.To, vm.MigrationCompleted, now
+			changed = true
+		case src.Running && src.Status == "running", !dst.Running:
+			if log {
+				a.log.Warn("abandoning a migration left by the previous primary", "vm", r.Name)
+			}
+			m.Status, m.Error, m.Finished = vm.MigrationFailed, "interrupted: the unit's primary changed", now
+			changed = true
+		}
+	}
 	if nr, ok := reports[r.Node].VM(r.ID); ok {
 		if ex := nr.LastExit; ex != nil && ex.Kind == vm.ExitGuestShutdown && ex.StartSeq >= r.StartSeq && r.Run && !nr.Running {
 			if log {
@@ -751,4 +771,11 @@ func (a *Agent) Attach(ctx context.Context, tap, network string) error {
 		return errors.New("this PM cannot attach taps")
 	}
 	return a.opt.Enslave(ctx, tap, bridgeName(nets[i].ID))
+}
+
+// migrationRunning reports whether this PM runs the migration of VM id.
+func (a *Agent) migrationRunning(id int) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.migrations[id]
 }

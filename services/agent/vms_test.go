@@ -42,6 +42,31 @@ func TestVMUpkeep(t *testing.T) {
 				t.Errorf("node %d migration %+v, want node 1 and failed", r.Node, r.Migration)
 			}
 		}},
+		{name: "a migration left by a previous primary, guest on the target", rec: func() vm.Record {
+			r := base
+			r.Node = 1
+			r.Migration = &vm.Migration{From: 1, To: 2, Status: vm.MigrationRunning}
+			return r
+		}(), peerSeen: true, changed: true, reports: report(2, vm.VMReport{Running: true, Incoming: true, Status: "running"}),
+			check: func(t *testing.T, r vm.Record) {
+				if r.Node != 2 || r.Migration.Status != vm.MigrationCompleted {
+					t.Errorf("node %d migration %+v, want node 2 and completed", r.Node, r.Migration)
+				}
+			}},
+		{name: "a migration left by a previous primary, guest on the source", rec: func() vm.Record {
+			r := base
+			r.Node = 1
+			r.Migration = &vm.Migration{From: 1, To: 2, Status: vm.MigrationRunning}
+			return r
+		}(), peerSeen: true, changed: true, reports: map[int]*vm.NodeReport{
+			1: {Node: 1, VMs: []vm.VMReport{{ID: 7, Running: true, Status: "running"}}},
+			2: {Node: 2, VMs: []vm.VMReport{{ID: 7, Running: true, Incoming: true, Status: "inmigrate"}}},
+		},
+			check: func(t *testing.T, r vm.Record) {
+				if r.Node != 1 || r.Migration.Status != vm.MigrationFailed {
+					t.Errorf("node %d migration %+v, want node 1 and failed", r.Node, r.Migration)
+				}
+			}},
 		{name: "guest shut itself down", rec: base, peerSeen: true, changed: true,
 			reports: report(2, vm.VMReport{LastExit: &vm.Exit{Kind: vm.ExitGuestShutdown, StartSeq: 3}}),
 			check: func(t *testing.T, r vm.Record) {

@@ -319,16 +319,26 @@ func (n *Node) tend(ctx context.Context, r Record, p *proc) {
 	if quitting {
 		return
 	}
+	qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	var st struct {
+		Status string `json:"status"`
+	}
+	if err := p.qmp.Execute(qctx, "query-status", nil, &st); err == nil {
+		n.mu.Lock()
+		p.status = st.Status
+		n.mu.Unlock()
+	}
 	switch {
-	case incoming && r.Migration.Active() && r.Migration.To == self:
-		return // waiting for the source
-	case incoming && r.Node == self:
+	case incoming && r.Node == self && p.status == "running":
 		// The migration completed and the unit database says the VM is
 		// ours: tell the switches where its MACs went.
 		n.mu.Lock()
 		p.incoming, p.booted, p.startSeq = false, true, r.StartSeq
 		n.mu.Unlock()
 		n.announce(ctx, p)
+	case incoming && r.Migration.Active() && r.Migration.To == self:
+		return // waiting for the source
 	case incoming:
 		n.stop(p, ExitPowerOff, "the migration was abandoned")
 		return
@@ -371,16 +381,6 @@ func (n *Node) tend(ctx context.Context, r Record, p *proc) {
 		n.mu.Unlock()
 	}
 
-	qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	var st struct {
-		Status string `json:"status"`
-	}
-	if err := p.qmp.Execute(qctx, "query-status", nil, &st); err == nil {
-		n.mu.Lock()
-		p.status = st.Status
-		n.mu.Unlock()
-	}
 	if !booted && guestDidIO(qctx, p.qmp) {
 		n.mu.Lock()
 		p.booted = true
