@@ -609,6 +609,7 @@ func (n *Node) start(ctx context.Context, r Record, d NodeDesired, incoming bool
 		return fmt.Errorf("starting QEMU: %w", err)
 	}
 	logf.Close()
+	renice(cmd.Process.Pid)
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
 	c, err := waitQMP(ctx, m.QMPSocket, exited)
@@ -617,6 +618,9 @@ func (n *Node) start(ctx context.Context, r Record, d NodeDesired, incoming bool
 		out, _ := os.ReadFile(filepath.Join(dir, "qemu.log"))
 		return fmt.Errorf("QEMU did not come up: %w: %s", err, lastLine(out))
 	}
+	// Its vCPU threads exist now; they take the nice value of the thread
+	// that made them only if that one was reniced in time.
+	renice(cmd.Process.Pid)
 	p := &proc{id: r.ID, pid: cmd.Process.Pid, qmp: c, started: time.Now().UTC(), startSeq: r.StartSeq, incoming: incoming,
 		shutdownSeq: r.ShutdownSeq, dumpSeq: r.DumpSeq, done: make(chan struct{})}
 	p.serial = n.openSerial(r.ID)
@@ -925,4 +929,22 @@ func (n *Node) openSerial(id int) *serialMux {
 		return nil
 	}
 	return s
+}
+
+// vmNice is the scheduling priority of QEMU's threads: below the agent's,
+// so that a busy guest never delays the heartbeats (a late heartbeat looks
+// like a dead PM to the peer). An idle CPU still goes to the guest.
+const vmNice = 10
+
+// renice lowers the priority of every thread of process pid.
+func renice(pid int) {
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return
+	}
+	for _, t := range tasks {
+		if tid, err := strconv.Atoi(t.Name()); err == nil {
+			syscall.Setpriority(syscall.PRIO_PROCESS, tid, vmNice)
+		}
+	}
 }
