@@ -2,13 +2,19 @@ package image
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
+	"path"
 	"path/filepath"
+	"strings"
 
 	"github.com/u-root/mkuimage/cpio"
+
+	"github.com/dyad-ha/dyad/imagebuild/manifest"
 )
 
 // GuestInitramfsName is the test guest's initramfs in the output directory.
@@ -25,16 +31,35 @@ type Guest struct {
 	Init string
 	// Modules are kernel module names; their dependencies come along.
 	Modules []string
+	// Cmdline is the kernel command line to boot the guest with; the PM
+	// image carries it in GuestCmdlineFile.
+	Cmdline string
 }
 
 // DefaultGuest is the guest of the Dyad image: a counter on a virtio disk,
 // reported on the 8250 serial port, which the Debian kernel has built in.
 func DefaultGuest() Guest {
 	return Guest{
-		Init:    "./qemu-tests/guest",
-		Modules: []string{"virtio_pci", "virtio_blk"},
+		Init: "./qemu-tests/guest",
+		Modules: []string{
+			"virtio_pci", "virtio_blk",
+			// The ACPI power button as an input device (QMP
+			// system_powerdown), read through evdev.
+			"button", "evdev",
+			// The driver of QEMU's ISA pvpanic device (ACPI QEMU0001),
+			// which tells QEMU of a guest kernel panic (GUEST_PANICKED).
+			"pvpanic_mmio",
+		},
+		Cmdline: GuestCmdline,
 	}
 }
+
+// GuestCmdline is the test guest's kernel command line. console=ttyS0 is
+// its protocol channel; the rest shortens a boot that runs under TCG inside
+// a TCG PM, where every printed line and every calibration loop costs.
+// panic= is left at the Debian default 0: a panicking guest hangs, so QEMU
+// hears of the panic through pvpanic instead of seeing a reboot.
+const GuestCmdline = "console=ttyS0"
 
 // GuestConfig says how to build the guest initramfs on its own, as the
 // guest's tests do, without the PM image around it.
@@ -135,4 +160,47 @@ func guestRecords(kver string, modDep []byte) []cpio.Record {
 		cpio.CharDev("dev/console", 0o600, 5, 1),
 		cpio.StaticFile(relative("/lib/modules/"+kver+"/modules.dep"), string(modDep), 0o644),
 	}
+}
+
+// guestInImage is the test guest as the PM image carries it.
+type guestInImage struct {
+	files    []imageFile
+	records  []cpio.Record
+	manifest []manifest.File
+}
+
+// carryGuest puts the guest's kernel (made from vmlinuz by GuestKernel,
+// in work), initramfs (initrd, just built) and command line under dir in
+// the PM image, where the agent boots it from.
+func carryGuest(ctx context.Context, dir, vmlinuz, initrd, cmdline, work string) (guestInImage, error) {
+	if !path.IsAbs(dir) || path.Clean(dir) != dir || dir == "/" {
+		return guestInImage{}, fmt.Errorf("guest directory %q must be absolute and clean", dir)
+	}
+	if cmdline == "" || strings.ContainsAny(cmdline, "\n\x00") {
+		return guestInImage{}, fmt.Errorf("guest kernel command line %q: want one non-empty line", cmdline)
+	}
+	kernel := filepath.Join(work, "guest-kernel.elf")
+	if err := GuestKernel(ctx, vmlinuz, kernel); err != nil {
+		return guestInImage{}, err
+	}
+	var g guestInImage
+	for _, f := range []struct{ name, source string }{
+		{GuestKernelFile, kernel},
+		{GuestInitrdFile, initrd},
+	} {
+		p := path.Join(dir, f.name)
+		size, sum, err := manifest.Hash(f.source)
+		if err != nil {
+			return guestInImage{}, fmt.Errorf("guest %s: %w", f.name, err)
+		}
+		// Built, not copied: no Source.
+		g.files = append(g.files, imageFile{path: p, source: f.source})
+		g.manifest = append(g.manifest, manifest.File{Path: p, Size: size, SHA256: sum})
+	}
+	line := cmdline + "\n"
+	p := path.Join(dir, GuestCmdlineFile)
+	h := sha256.Sum256([]byte(line))
+	g.records = append(g.records, cpio.StaticFile(relative(p), line, 0o644))
+	g.manifest = append(g.manifest, manifest.File{Path: p, Size: int64(len(line)), SHA256: hex.EncodeToString(h[:])})
+	return g, nil
 }

@@ -75,12 +75,24 @@ type Config struct {
 	// Guest, when its Init is set, also builds GuestInitramfsName, the
 	// test guest that boots the same kernel.
 	Guest Guest
+	// GuestDir, when set (and Guest.Init is), is where the PM image
+	// carries the test guest for the agent to boot: GuestKernelFile,
+	// GuestInitrdFile and GuestCmdlineFile.
+	GuestDir string
 }
+
+// Where the PM image carries the test guest (CONTRACTS: in the PM image).
+const (
+	TestGuestDir     = "/usr/share/dyad/test-guest"
+	GuestKernelFile  = "vmlinuz"
+	GuestInitrdFile  = "initrd.img"
+	GuestCmdlineFile = "cmdline"
+)
 
 // Defaults is the configuration of the Dyad image: the paths and lists
 // later issues extend (QEMU, drbd-utils, lvm2 join HostFiles).
 func Defaults() Config {
-	return Config{
+	cfg := Config{
 		BootDir:    "/boot",
 		ModulesDir: "/lib/modules",
 		Commands: []Command{
@@ -105,6 +117,7 @@ func Defaults() Config {
 			{Source: "/lib/drbd/drbdadm-84"},
 			{Source: "/lib/drbd/drbdsetup-84"},
 			{Source: "/sbin/drbdmeta"},
+			// Running VMs (DESIGN.md §5): qemuFiles are appended below.
 		},
 		LibDirs: elfdeps.DebianAMD64Dirs(),
 		Modules: []string{
@@ -123,8 +136,43 @@ func Defaults() Config {
 			// running VMs
 			"kvm", "kvm_intel", "kvm_amd",
 		},
-		Packages: []string{"drbd-utils", "e2fsprogs", "libc6", "lvm2"},
+		Packages: []string{"drbd-utils", "e2fsprogs", "libc6", "lvm2", "qemu-system-x86", "seabios"},
 		Guest:    DefaultGuest(),
+		GuestDir: TestGuestDir,
+	}
+	cfg.HostFiles = append(cfg.HostFiles, qemuFiles()...)
+	return cfg
+}
+
+// qemuFiles are QEMU and what it opens at run time besides its shared
+// libraries, found by tracing (strace -e openat) QEMU 7.2 running the
+// command lines services/vm.Argv builds, for both machine types (q35, pc),
+// with -nodefaults, a VGA card, VNC and a directly booted kernel. QEMU
+// finds its data relative to its binary (/usr/bin/../share/qemu, then
+// Debian's /usr/share/seabios) and its modules in
+// /usr/bin/../lib/x86_64-linux-gnu/qemu, so every file keeps its Debian
+// path.
+func qemuFiles() []HostFile {
+	return []HostFile{
+		{Source: "/usr/bin/qemu-system-x86_64"},
+		// Debian builds the TCG accelerator as a module that QEMU loads
+		// with dlopen (no DT_NEEDED names it): without it a PM without
+		// KVM cannot run a VM at all ("invalid accelerator tcg").
+		{Source: "/usr/lib/x86_64-linux-gnu/qemu/accel-tcg-x86_64.so"},
+		// SeaBIOS for both machine types, and the VGA BIOS of -device VGA.
+		{Source: "/usr/share/seabios/bios-256k.bin"},
+		{Source: "/usr/share/seabios/vgabios-stdvga.bin"},
+		// Option ROMs QEMU adds itself: the TPR patching helper of the
+		// x86 machines and the loader of -kernel (linuxboot.bin is the
+		// variant for a fw_cfg without DMA, older machine versions).
+		{Source: "/usr/share/qemu/kvmvapic.bin"},
+		{Source: "/usr/share/qemu/linuxboot_dma.bin"},
+		{Source: "/usr/share/qemu/linuxboot.bin"},
+		// The loader of an ELF -kernel with a PVH entry: the test guest's
+		// kernel (GuestKernel).
+		{Source: "/usr/share/qemu/pvh.bin"},
+		// The VNC server reads its key map even when none is asked for.
+		{Source: "/usr/share/qemu/keymaps/en-us"},
 	}
 }
 
@@ -246,9 +294,10 @@ func Build(ctx context.Context, log *slog.Logger, cfg Config) (Result, error) {
 		return Result{}, err
 	}
 	m.Artifacts = []manifest.Artifact{kernelArtifact}
+	var guest guestInImage
 	if cfg.Guest.Init != "" {
 		// Built before the PM initramfs so that the manifest the PM
-		// carries lists the guest too.
+		// carries lists the guest too, and the PM can carry the guest.
 		if _, err := buildGuest(ctx, log, cfg.SourceDir, cfg.ModulesDir, kver, src.Version, cfg.Guest, work, guestOut+".tmp"); err != nil {
 			return Result{}, err
 		}
@@ -257,6 +306,12 @@ func Build(ctx context.Context, log *slog.Logger, cfg Config) (Result, error) {
 			return Result{}, err
 		}
 		m.Artifacts = append(m.Artifacts, guestArtifact)
+		if cfg.GuestDir != "" {
+			if guest, err = carryGuest(ctx, cfg.GuestDir, vmlinuz, guestOut+".tmp", cfg.Guest.Cmdline, work); err != nil {
+				return Result{}, err
+			}
+			m.Files = append(m.Files, guest.manifest...)
+		}
 	}
 	embedded, err := m.Marshal()
 	if err != nil {
@@ -264,9 +319,9 @@ func Build(ctx context.Context, log *slog.Logger, cfg Config) (Result, error) {
 	}
 
 	arch := archive{
-		base:      pmRecords(kver, modules.dep, embedded),
+		base:      append(pmRecords(kver, modules.dep, embedded), guest.records...),
 		binaries:  binaries,
-		files:     copied,
+		files:     append(slices.Clone(copied), guest.files...),
 		tempDir:   work,
 		outputTmp: initramfsOut + ".tmp",
 	}

@@ -178,6 +178,11 @@ func needHost(t *testing.T) {
 			t.Skipf("host lacks Debian lvm2 or drbd-utils: %v", err)
 		}
 	}
+	for _, f := range qemuFiles() {
+		if _, err := os.Stat(f.Source); err != nil {
+			t.Skipf("host lacks Debian QEMU (qemu-system-x86, seabios): %v", err)
+		}
+	}
 	if _, err := exec.LookPath("dpkg-query"); err != nil {
 		t.Skipf("host has no dpkg database: %v", err)
 	}
@@ -250,7 +255,8 @@ func TestBuild(t *testing.T) {
 	if outer.BuiltAt != "2023-11-14T22:13:20Z" || outer.Version != "0.0.0-dev" || outer.KernelVersion == "" {
 		t.Errorf("manifest header = %q %q %q", outer.Version, outer.BuiltAt, outer.KernelVersion)
 	}
-	for _, pkg := range []string{"drbd-utils", "e2fsprogs", "libc6", "libdevmapper1.02.1", "lvm2", "linux-image-" + outer.KernelVersion} {
+	for _, pkg := range []string{"drbd-utils", "e2fsprogs", "libc6", "libdevmapper1.02.1", "lvm2", "linux-image-" + outer.KernelVersion,
+		"qemu-system-x86", "qemu-system-data", "seabios"} {
 		if outer.Packages[pkg] == "" {
 			t.Errorf("manifest lacks package %s: %v", pkg, outer.Packages)
 		}
@@ -346,6 +352,34 @@ func TestBuild(t *testing.T) {
 	// Tiny: the guest must boot quickly under TCG inside a TCG PM.
 	if guestRaw > 8<<20 {
 		t.Errorf("guest initramfs is %d bytes uncompressed, want a few MiB at most", guestRaw)
+	}
+
+	// QEMU with the module and firmware it opens at run time.
+	for _, f := range qemuFiles() {
+		if r, ok := recs[relative(f.Source)]; !ok || r.Mode&cpio.S_IFMT != cpio.S_IFREG {
+			t.Errorf("archive lacks regular file %s", f.Source)
+		}
+	}
+	// The test guest as the agent boots it: the kernel unpacked for PVH,
+	// the guest initramfs just built, the command line.
+	guestFile := func(name string) []byte {
+		r, ok := recs[relative(path.Join(TestGuestDir, name))]
+		if !ok || r.Mode&cpio.S_IFMT != cpio.S_IFREG {
+			t.Errorf("archive lacks the test guest's %s", name)
+			return nil
+		}
+		return content(t, r)
+	}
+	if k := guestFile(GuestKernelFile); k != nil {
+		if ef, err := elf.NewFile(bytes.NewReader(k)); err != nil || !hasPVHNote(ef) {
+			t.Errorf("test guest kernel is not an ELF kernel with a PVH note: %v", err)
+		}
+	}
+	if want, err := os.ReadFile(filepath.Join(cfg.OutDir, GuestInitramfsName)); err != nil || !bytes.Equal(guestFile(GuestInitrdFile), want) {
+		t.Errorf("test guest initrd.img differs from %s (%v)", GuestInitramfsName, err)
+	}
+	if got := string(guestFile(GuestCmdlineFile)); got != cfg.Guest.Cmdline+"\n" || !strings.HasPrefix(got, "console=ttyS0") {
+		t.Errorf("test guest cmdline %q, want %q and a newline", got, cfg.Guest.Cmdline)
 	}
 
 	// Host files with their libraries, and the loader link.

@@ -24,7 +24,7 @@ type Request struct {
 	TimeoutMS int64    `json:"timeout_ms,omitempty"`
 	Path      string   `json:"path,omitempty"`
 	Service   string   `json:"service,omitempty"`
-	Signal    string   `json:"signal,omitempty"` // OpSignal: QUIT, TERM, KILL, ...
+	Signal    string   `json:"signal,omitempty"` // OpSignal, OpKillPidfile: QUIT, TERM, KILL, ...
 
 	// Storage operations (OpPWrite, OpSHA256, OpDWrite) address the byte
 	// range [Offset, Offset+Length) of Path, or Count writes of BlockSize
@@ -74,6 +74,10 @@ const (
 	// for configuration files of the tools a test runs (the image has no
 	// shell to write them with).
 	OpWriteFile = "writefile"
+	// OpKillPidfile sends Signal to the process whose pid Path (a pid
+	// file, as QEMU's -pidfile writes) holds, as an operator's kill(1)
+	// would: tests use it to crash a VM's QEMU. Data is the pid signalled.
+	OpKillPidfile = "killpid"
 )
 
 // Signals a test may send to a service with OpSignal.
@@ -210,6 +214,13 @@ func (r Request) validate() error {
 		}
 		if filepath.Clean(r.Path) != r.Path || !slices.ContainsFunc(writeFileDirs, func(d string) bool { return strings.HasPrefix(r.Path, d) }) {
 			return fmt.Errorf("writefile path %q must be clean and under %s", r.Path, strings.Join(writeFileDirs, " or "))
+		}
+	case OpKillPidfile:
+		if err := checkPath(r.Op, r.Path); err != nil {
+			return err
+		}
+		if _, ok := Signals[r.Signal]; !ok {
+			return fmt.Errorf("unknown signal %q", r.Signal)
 		}
 	case OpPowerOff, OpReboot, OpPing:
 	case "":

@@ -57,6 +57,11 @@ func TestParseRequest(t *testing.T) {
 		{line: `{"id":37,"op":"writefile","path":"/run/../etc/passwd"}`, want: Request{ID: 37}, errHas: "must be clean"},
 		{line: `{"id":38,"op":"writefile","path":"/run"}`, want: Request{ID: 38}, errHas: "under /run/"},
 		{line: `{"id":39,"op":"ping","argv":[]}`, want: Request{ID: 39, Op: "ping"}},
+		{line: `{"id":40,"op":"killpid","path":"/run/dyad/vm/x/qemu.pid","signal":"KILL"}`,
+			want: Request{ID: 40, Op: "killpid", Path: "/run/dyad/vm/x/qemu.pid", Signal: "KILL"}},
+		{line: `{"id":41,"op":"killpid","path":"/run/q.pid","signal":"SEGV"}`, want: Request{ID: 41}, errHas: `unknown signal "SEGV"`},
+		{line: `{"id":42,"op":"killpid","path":"/run/q.pid"}`, want: Request{ID: 42}, errHas: `unknown signal ""`},
+		{line: `{"id":43,"op":"killpid","path":"q.pid","signal":"TERM"}`, want: Request{ID: 43}, errHas: "absolute path"},
 		{line: `[1,2]`, errHas: "bad request JSON"},
 		{line: ``, errHas: "bad request JSON"},
 	} {

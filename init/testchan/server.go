@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -128,6 +129,15 @@ func (s *Server) handle(ctx context.Context, req Request, reply func(Response) e
 		resp := Response{ID: req.ID}
 		if err := s.Signal(req.Service, Signals[req.Signal]); err != nil {
 			resp.Error = err.Error()
+		}
+		reply(resp)
+	case OpKillPidfile:
+		resp := Response{ID: req.ID}
+		pid, err := killPidfile(req.Path, Signals[req.Signal])
+		if err != nil {
+			resp.Error = err.Error()
+		} else {
+			resp.Data = []byte(strconv.Itoa(pid))
 		}
 		reply(resp)
 	case OpPing:

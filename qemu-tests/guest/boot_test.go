@@ -27,41 +27,15 @@ const bootTimeout = 3 * time.Minute
 // durable writes and boots it again on the same disk: every value the guest
 // printed as durable must be on the disk, and the boot must be a new one.
 func TestBootCounterSurvivesKill(t *testing.T) {
-	if _, err := exec.LookPath(qemuBinary); err != nil {
-		t.Skipf("%s not installed: %v", qemuBinary, err)
-	}
-	if matches, _ := filepath.Glob("/boot/vmlinuz-*"); len(matches) == 0 {
-		t.Skip("host has no Debian kernel in /boot to boot the guest with")
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	dir := t.TempDir()
-	src, err := filepath.Abs("../..")
-	if err != nil {
-		t.Fatal(err)
-	}
-	log := slog.New(slog.NewTextHandler(&testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	guest, err := image.BuildGuest(ctx, log, image.GuestConfig{
-		SourceDir: src,
-		Output:    filepath.Join(dir, image.GuestInitramfsName),
-		Guest:     image.DefaultGuest(),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if st, err := os.Stat(guest.Initramfs); err == nil {
-		t.Logf("guest initramfs: %d KiB compressed, %d KiB uncompressed, kernel %s", st.Size()>>10, guest.Uncompressed>>10, guest.KernelVersion)
-	}
+	guest := buildTestGuest(ctx, t, dir)
 
-	disk := filepath.Join(dir, "disk.raw")
-	if err := os.WriteFile(disk, nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Truncate(disk, 1<<20); err != nil {
-		t.Fatal(err)
-	}
+	disk := blankDisk(t, dir)
 
-	first := startGuest(ctx, t, guest, disk, filepath.Join(dir, "serial-1.log"))
+	// A kernel panic ends the test at once instead of rebooting.
+	first := startGuest(ctx, t, guest, disk, dir, "boot1", "-no-reboot")
 	lines := first.waitFor(ctx, t, func(ls []Line) bool { return count(ls, "DURABLE") >= 5 })
 	first.kill(t)
 	// The serial file may hold lines printed after those waitFor saw, up
@@ -80,7 +54,7 @@ func TestBootCounterSurvivesKill(t *testing.T) {
 	}
 	t.Logf("first boot: QEMU start to first DURABLE line %s under TCG; killed after n=%d", first.firstDurable.Round(10*time.Millisecond), last.N)
 
-	second := startGuest(ctx, t, guest, disk, filepath.Join(dir, "serial-2.log"))
+	second := startGuest(ctx, t, guest, disk, dir, "boot2", "-no-reboot")
 	lines = second.waitFor(ctx, t, func(ls []Line) bool { return count(ls, "DURABLE") >= 1 })
 	second.kill(t)
 	start := lines[0]
@@ -99,37 +73,103 @@ func TestBootCounterSurvivesKill(t *testing.T) {
 	t.Logf("second boot: read n=%d, first DURABLE after %s", start.N, second.firstDurable.Round(10*time.Millisecond))
 }
 
+// buildTestGuest builds the guest initramfs and kernel into dir as the PM
+// image carries them, skipping the test when the host cannot boot them.
+func buildTestGuest(ctx context.Context, t *testing.T, dir string) image.GuestResult {
+	t.Helper()
+	if _, err := exec.LookPath(qemuBinary); err != nil {
+		t.Skipf("%s not installed: %v", qemuBinary, err)
+	}
+	if matches, _ := filepath.Glob("/boot/vmlinuz-*"); len(matches) == 0 {
+		t.Skip("host has no Debian kernel in /boot to boot the guest with")
+	}
+	src, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(&testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	guest, err := image.BuildGuest(ctx, log, image.GuestConfig{
+		SourceDir: src,
+		Output:    filepath.Join(dir, image.GuestInitramfsName),
+		Guest:     image.DefaultGuest(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, err := os.Stat(guest.Initramfs); err == nil {
+		t.Logf("guest initramfs: %d KiB compressed, %d KiB uncompressed, kernel %s", st.Size()>>10, guest.Uncompressed>>10, guest.KernelVersion)
+	}
+	// The kernel as the PM image carries it: unpacked, booted through PVH.
+	kernel := filepath.Join(dir, "vmlinux")
+	if err := image.GuestKernel(ctx, guest.Kernel, kernel); err != nil {
+		t.Fatal(err)
+	}
+	guest.Kernel = kernel
+	return guest
+}
+
+// blankDisk makes a 1 MiB zeroed disk image in dir: a counter of 0.
+func blankDisk(t *testing.T, dir string) string {
+	t.Helper()
+	disk := filepath.Join(dir, "disk.raw")
+	if err := os.WriteFile(disk, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(disk, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	return disk
+}
+
 // runningGuest is one QEMU process with its serial output in a file.
 type runningGuest struct {
-	cmd     *exec.Cmd
-	serial  string
-	started time.Time
-	exited  chan struct{}
-	waitErr error
+	cmd *exec.Cmd
+	// serial is the log of the serial console; serialSocket and
+	// qmpSocket are where a test connects to type on the console and
+	// to control QEMU.
+	serial       string
+	serialSocket string
+	qmpSocket    string
+	started      time.Time
+	exited       chan struct{}
+	waitErr      error
 	// firstDurable is the time from QEMU's start to the first DURABLE
 	// line seen on the serial port.
 	firstDurable time.Duration
 }
 
-func startGuest(ctx context.Context, t *testing.T, g image.GuestResult, disk, serial string) *runningGuest {
+// startGuest boots the guest on disk with QEMU under TCG. Its files
+// (serial log, sockets) are named after name in dir. extra arguments are
+// appended to QEMU's.
+func startGuest(ctx context.Context, t *testing.T, g image.GuestResult, disk, dir, name string, extra ...string) *runningGuest {
 	t.Helper()
-	cmd := exec.CommandContext(ctx, qemuBinary,
+	r := &runningGuest{
+		serial:       filepath.Join(dir, name+"-serial.log"),
+		serialSocket: filepath.Join(dir, name+"-serial.sock"),
+		qmpSocket:    filepath.Join(dir, name+"-qmp.sock"),
+		exited:       make(chan struct{}),
+	}
+	args := []string{
 		"-accel", "tcg",
 		"-nodefaults", "-no-user-config",
 		"-m", "256",
 		"-kernel", g.Kernel,
 		"-initrd", g.Initramfs,
-		"-append", "console=ttyS0 quiet",
-		"-serial", "file:"+serial,
-		"-drive", "file="+disk+",if=virtio,format=raw,cache=none",
+		"-append", image.DefaultGuest().Cmdline,
+		// The console is a socket a test may type into; QEMU logs what
+		// the guest prints to a file whether or not anyone is connected.
+		"-chardev", "socket,id=serial0,path=" + r.serialSocket + ",server=on,wait=off,logfile=" + r.serial,
+		"-serial", "chardev:serial0",
+		"-chardev", "socket,id=qmp,path=" + r.qmpSocket + ",server=on,wait=off",
+		"-mon", "chardev=qmp,mode=control",
+		"-drive", "file=" + disk + ",if=virtio,format=raw,cache=none",
 		"-display", "none",
-		// A kernel panic ends the test at once instead of rebooting.
-		"-no-reboot",
-	)
+	}
+	cmd := exec.CommandContext(ctx, qemuBinary, append(args, extra...)...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	cmd.Stdout = &stderr
-	r := &runningGuest{cmd: cmd, serial: serial, exited: make(chan struct{})}
+	r.cmd = cmd
 	r.started = time.Now()
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("starting %s: %v", qemuBinary, err)

@@ -13,6 +13,11 @@
 // after any crash, failover or migration the counter read back must be at
 // least the last value printed: that is the data-path promise Dyad's tests
 // check with this guest.
+//
+// The guest also does what the VM tests need of a guest OS: the ACPI power
+// button (QMP system_powerdown) stops the counter between two writes, syncs
+// and powers off, and a line "crash" on the serial console panics the
+// kernel, which the pvpanic driver reports to QEMU (GUEST_PANICKED).
 package main
 
 import (
@@ -33,6 +38,7 @@ const (
 	diskPath   = "/dev/vda"
 	interval   = 100 * time.Millisecond
 	diskWait   = 30 * time.Second
+	buttonWait = 10 * time.Second
 	bootIDPath = "/proc/sys/kernel/random/boot_id"
 )
 
@@ -58,6 +64,24 @@ func run(ctx context.Context, log *slog.Logger) error {
 		// disk tells.
 		log.Warn("kernel modules", "err", err)
 	}
+	// The controls work even if the counter fails below: main keeps the
+	// process alive after an error.
+	g := &guest{log: log, out: os.Stdout}
+	buttons, err := openPowerButtons(ctx, "/sys/class/input", "/dev/input", buttonWait)
+	if err != nil {
+		// The counter still runs; only QMP system_powerdown is lost.
+		g.report("GUEST WARNING: %v", err)
+	}
+	for _, f := range buttons {
+		go g.watchPowerButton(f)
+	}
+	if err := quietConsole(os.Stdin); err != nil {
+		log.Warn("console echo stays on", "err", err)
+	}
+	go func() {
+		err := g.serveConsole(os.Stdin, g.run)
+		log.Warn("console commands stopped", "err", err)
+	}()
 	b, err := os.ReadFile(bootIDPath)
 	if err != nil {
 		return fmt.Errorf("reading boot id: %w", err)
@@ -75,7 +99,7 @@ func run(ctx context.Context, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	fmt.Println(StartLine(boot, n))
+	g.report("%s", StartLine(boot, n))
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	for {
@@ -85,11 +109,22 @@ func run(ctx context.Context, log *slog.Logger) error {
 		case <-tick.C:
 		}
 		n++
-		if err := disk.write(n); err != nil {
+		if err := g.durable(disk, boot, n); err != nil {
 			return err
 		}
-		fmt.Println(DurableLine(boot, n))
 	}
+}
+
+// durable writes n and reports it, under g.mu so that a power-off waits
+// for the report of a write that reached the disk.
+func (g *guest) durable(d *disk, boot string, n uint64) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if err := d.write(n); err != nil {
+		return err
+	}
+	g.report("%s", DurableLine(boot, n))
+	return nil
 }
 
 func mountAll() error {
