@@ -2,8 +2,10 @@
 // measures it: image size, boot time, formation time, API latency, the
 // time the primary takes to declare a cut-off secondary lost, and the time
 // the survivor takes to serve the management IP after the primary loses
-// power. Each number is printed as "BENCH <name> <value> <unit>" and
-// appended to a file per UTC day in the results directory:
+// power; on a second unit, the live migration and the failover of a VM,
+// against a plain QEMU migration of the same guest (vm.go). Each number is
+// printed as "BENCH <name> <value> <unit>" and appended to a file per UTC
+// day in the results directory:
 //
 //	go run ./qemu-tests/bench [-out out] [-results bench/results] [-repeat N]
 package main
@@ -52,19 +54,20 @@ func main() {
 	out := flag.String("out", "out", "directory holding the built image")
 	results := flag.String("results", "bench/results", "directory of the result history, one file per UTC day")
 	repeat := flag.Int("repeat", 1, "boot this many units; above 1 the median is reported with _min and _max")
+	only := flag.String("only", "", `"vm" measures only the VM numbers (live migration, failover, the plain-QEMU reference)`)
 	flag.Parse()
-	if *repeat < 1 || flag.NArg() > 0 {
+	if *repeat < 1 || flag.NArg() > 0 || *only != "" && *only != "vm" {
 		flag.Usage()
 		os.Exit(2)
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	if err := run(log, *out, *results, *repeat); err != nil {
+	if err := run(log, *out, *results, *repeat, *only == "vm"); err != nil {
 		log.Error("bench failed", "err", err)
 		os.Exit(1)
 	}
 }
 
-func run(log *slog.Logger, out, results string, repeat int) error {
+func run(log *slog.Logger, out, results string, repeat int, vmOnly bool) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
@@ -76,12 +79,24 @@ func run(log *slog.Logger, out, results string, repeat int) error {
 	var accel string
 	for i := 1; i <= repeat; i++ {
 		log.Info("bench run", "run", i, "of", repeat)
-		s, acc, err := measureUnit(ctx, log, out)
-		if err != nil {
-			return fmt.Errorf("run %d of %d: %w", i, repeat, err)
+		var s []sample
+		var acc string // measureUnit's; the VM unit probes its own
+		if !vmOnly {
+			s, acc, err = measureUnit(ctx, log, out)
+			if err != nil {
+				return fmt.Errorf("run %d of %d: %w", i, repeat, err)
+			}
 		}
+		vs, err := vmBench(ctx, log, out)
+		if err != nil {
+			return fmt.Errorf("run %d of %d: vm: %w", i, repeat, err)
+		}
+		s = append(s, vs...)
 		log.Info("bench run done", "run", i, "samples", fmt.Sprint(s))
 		runs, accel = append(runs, s), acc
+	}
+	if vmOnly {
+		sizes = nil
 	}
 	lines := formatAll(append(sizes, summarize(runs)...))
 	fmt.Print(lines)
