@@ -30,7 +30,7 @@ const (
 	guestDiskMiB   = 16
 	// guestBootTimeout covers the guest booting under TCG inside an
 	// emulated PM (30-90 s measured).
-	guestBootTimeout = 4 * time.Minute
+	guestBootTimeout = 7 * time.Minute
 	vmStateTimeout   = time.Minute
 	migrationTimeout = 3 * time.Minute
 	// vmFailoverTimeout covers the survivor declaring the peer lost,
