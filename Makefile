@@ -8,7 +8,7 @@ SCENARIOS := ./qemu-tests/scenario/...
 TEST_TIMEOUT ?= 75m
 
 DEB_PACKAGES := qemu-system-x86 qemu-utils linux-image-amd64 drbd-utils lvm2 \
-	e2fsprogs fdisk gdisk iproute2 kmod cpio chromium ca-certificates git
+	e2fsprogs fdisk gdisk iproute2 kmod cpio xz-utils chromium ca-certificates git
 
 .PHONY: all deps go-check webui-assets image lab test test-fast test-qemu bench lint clean
 
