@@ -70,6 +70,12 @@ func main() {
 func run(log *slog.Logger, out, results string, repeat int, vmOnly bool) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// QEMU takes the kernel and initramfs paths as given; the plain-QEMU
+	// reference refuses relative ones.
+	out, err := filepath.Abs(out)
+	if err != nil {
+		return err
+	}
 
 	sizes, err := imageSizes(filepath.Join(out, harness.InitramfsFile))
 	if err != nil {
