@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/dyad-ha/dyad/imagebuild/image"
+	"github.com/dyad-ha/dyad/qemu-tests/guest/serial"
 )
 
 const qemuBinary = "qemu-system-x86_64"
@@ -36,7 +37,7 @@ func TestBootCounterSurvivesKill(t *testing.T) {
 
 	// A kernel panic ends the test at once instead of rebooting.
 	first := startGuest(ctx, t, guest, disk, dir, "boot1", "-no-reboot")
-	lines := first.waitFor(ctx, t, func(ls []Line) bool { return count(ls, "DURABLE") >= 5 })
+	lines := first.waitFor(ctx, t, func(ls []serial.Line) bool { return count(ls, serial.Durable) >= 5 })
 	first.kill(t)
 	// The serial file may hold lines printed after those waitFor saw, up
 	// to the kill: all of them count as reported durable.
@@ -46,7 +47,7 @@ func TestBootCounterSurvivesKill(t *testing.T) {
 	}
 	last := lines[len(lines)-1]
 	// Strictly increasing rather than consecutive: a kernel warning
-	// printed in the middle of a line would hide that line from ParseLine.
+	// printed in the middle of a line would hide that line from serial.Parse.
 	for i := 1; i < len(lines); i++ {
 		if l := lines[i]; l.Kind != "DURABLE" || l.Boot != lines[0].Boot || l.N <= lines[i-1].N {
 			t.Fatalf("first boot, line %d: %+v; want DURABLE boot=%s n>%d", i+1, l, lines[0].Boot, lines[i-1].N)
@@ -55,7 +56,7 @@ func TestBootCounterSurvivesKill(t *testing.T) {
 	t.Logf("first boot: QEMU start to first DURABLE line %s under TCG; killed after n=%d", first.firstDurable.Round(10*time.Millisecond), last.N)
 
 	second := startGuest(ctx, t, guest, disk, dir, "boot2", "-no-reboot")
-	lines = second.waitFor(ctx, t, func(ls []Line) bool { return count(ls, "DURABLE") >= 1 })
+	lines = second.waitFor(ctx, t, func(ls []serial.Line) bool { return count(ls, serial.Durable) >= 1 })
 	second.kill(t)
 	start := lines[0]
 	if start.Kind != "START" {
@@ -188,7 +189,7 @@ func startGuest(ctx context.Context, t *testing.T, g image.GuestResult, disk, di
 // waitFor polls the serial log until done holds for the protocol lines
 // seen so far, and returns them. QEMU exiting, the guest reporting a
 // failure or the deadline fail the test.
-func (r *runningGuest) waitFor(ctx context.Context, t *testing.T, done func([]Line) bool) []Line {
+func (r *runningGuest) waitFor(ctx context.Context, t *testing.T, done func([]serial.Line) bool) []serial.Line {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(ctx, bootTimeout)
 	defer cancel()
@@ -196,7 +197,7 @@ func (r *runningGuest) waitFor(ctx context.Context, t *testing.T, done func([]Li
 	defer poll.Stop()
 	for {
 		ls, failure := r.read(t)
-		if r.firstDurable == 0 && count(ls, "DURABLE") > 0 {
+		if r.firstDurable == 0 && count(ls, serial.Durable) > 0 {
 			r.firstDurable = time.Since(r.started)
 		}
 		if failure != "" {
@@ -226,7 +227,7 @@ func (r *runningGuest) kill(t *testing.T) {
 }
 
 // lines returns the protocol lines of the complete serial log.
-func (r *runningGuest) lines(t *testing.T) []Line {
+func (r *runningGuest) lines(t *testing.T) []serial.Line {
 	t.Helper()
 	ls, _ := r.read(t)
 	if len(ls) == 0 {
@@ -237,7 +238,7 @@ func (r *runningGuest) lines(t *testing.T) []Line {
 
 // read parses the serial log; a trailing line without its newline is
 // still being written and is left for the next poll.
-func (r *runningGuest) read(t *testing.T) (lines []Line, failure string) {
+func (r *runningGuest) read(t *testing.T) (lines []serial.Line, failure string) {
 	t.Helper()
 	b, err := os.ReadFile(r.serial)
 	if errors.Is(err, os.ErrNotExist) {
@@ -254,9 +255,9 @@ func (r *runningGuest) read(t *testing.T) (lines []Line, failure string) {
 	sc := bufio.NewScanner(bytes.NewReader(b))
 	for sc.Scan() {
 		text := sc.Text()
-		if l, ok := ParseLine(text); ok {
+		if l, ok := serial.Parse(text); ok {
 			lines = append(lines, l)
-		} else if bytes.HasPrefix(bytes.TrimLeft([]byte(text), "\r"), []byte("GUEST FAILED")) {
+		} else if bytes.HasPrefix(bytes.TrimLeft([]byte(text), "\r"), []byte(serial.FailedPrefix)) {
 			failure = text
 		}
 	}
@@ -268,7 +269,7 @@ func (r *runningGuest) log() string {
 	return string(b)
 }
 
-func count(ls []Line, kind string) int {
+func count(ls []serial.Line, kind string) int {
 	n := 0
 	for _, l := range ls {
 		if l.Kind == kind {

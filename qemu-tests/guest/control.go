@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/dyad-ha/dyad/init/shutdown"
+	"github.com/dyad-ha/dyad/qemu-tests/guest/serial"
 )
 
 // Console commands: a line typed on the serial console (the agent's
@@ -102,7 +103,7 @@ func (g *guest) run(cmd string) {
 func (g *guest) crash() {
 	g.report("%s requested on the console", CrashLine)
 	if err := os.WriteFile("/proc/sysrq-trigger", []byte("c"), 0); err != nil {
-		g.report("GUEST FAILED: crash: %v", err)
+		g.report(serial.FailedPrefix+": crash: %v", err)
 	}
 }
 
@@ -114,7 +115,7 @@ func (g *guest) powerOff(reason string) {
 	g.report("%s (%s)", PowerOffLine, reason)
 	unix.Sync()
 	err := unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF)
-	g.report("GUEST FAILED: power off: %v", err)
+	g.report(serial.FailedPrefix+": power off: %v", err)
 }
 
 // openPowerButtons waits (up to wait) for the ACPI power button's evdev

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dyad-ha/dyad/qemu-tests/guest/serial"
 	"github.com/dyad-ha/dyad/services/qmp"
 )
 
@@ -40,7 +41,7 @@ func TestPowerButtonPowersOff(t *testing.T) {
 			g := buildTestGuest(ctx, t, dir)
 			disk := blankDisk(t, dir)
 			r := startGuest(ctx, t, g, disk, dir, "vm", vmArgs(machine)...)
-			r.waitFor(ctx, t, func(ls []Line) bool { return count(ls, "DURABLE") >= 3 })
+			r.waitFor(ctx, t, func(ls []serial.Line) bool { return count(ls, serial.Durable) >= 3 })
 			c := dialQMP(ctx, t, r)
 
 			if err := c.Execute(ctx, "system_powerdown", nil, nil); err != nil {
@@ -99,7 +100,7 @@ func TestCrashPanics(t *testing.T) {
 			dir := t.TempDir()
 			g := buildTestGuest(ctx, t, dir)
 			r := startGuest(ctx, t, g, blankDisk(t, dir), dir, "vm", vmArgs(machine)...)
-			r.waitFor(ctx, t, func(ls []Line) bool { return count(ls, "DURABLE") >= 1 })
+			r.waitFor(ctx, t, func(ls []serial.Line) bool { return count(ls, serial.Durable) >= 1 })
 			c := dialQMP(ctx, t, r)
 
 			var d net.Dialer

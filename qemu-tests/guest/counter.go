@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
-	"strconv"
 	"strings"
 )
 
@@ -88,52 +87,4 @@ func ParseBootID(s string) (string, error) {
 		}
 	}
 	return id, nil
-}
-
-// StartLine and DurableLine are the guest's serial protocol; the tests
-// (here and in qemu-tests) parse them with ParseLine.
-func StartLine(boot string, n uint64) string {
-	return fmt.Sprintf("GUEST START boot=%s n=%d", boot, n)
-}
-
-// DurableLine reports that n is on stable storage.
-func DurableLine(boot string, n uint64) string {
-	return fmt.Sprintf("DURABLE boot=%s n=%d", boot, n)
-}
-
-// Line is one parsed protocol line.
-type Line struct {
-	// Kind is "START" or "DURABLE".
-	Kind string
-	Boot string
-	N    uint64
-}
-
-// ParseLine parses a StartLine or DurableLine; ok is false for any other
-// text (kernel messages share the serial port).
-func ParseLine(s string) (Line, bool) {
-	s = strings.TrimRight(s, "\r\n")
-	var l Line
-	var rest string
-	switch {
-	case strings.HasPrefix(s, "GUEST START "):
-		l.Kind, rest = "START", strings.TrimPrefix(s, "GUEST START ")
-	case strings.HasPrefix(s, "DURABLE "):
-		l.Kind, rest = "DURABLE", strings.TrimPrefix(s, "DURABLE ")
-	default:
-		return Line{}, false
-	}
-	f := strings.Split(rest, " ")
-	if len(f) != 2 || !strings.HasPrefix(f[0], "boot=") || !strings.HasPrefix(f[1], "n=") {
-		return Line{}, false
-	}
-	l.Boot = strings.TrimPrefix(f[0], "boot=")
-	num := strings.TrimPrefix(f[1], "n=")
-	n, err := strconv.ParseUint(num, 10, 64)
-	// Only the form the guest prints: no sign, no leading zeros.
-	if err != nil || l.Boot == "" || strconv.FormatUint(n, 10) != num {
-		return Line{}, false
-	}
-	l.N = n
-	return l, true
 }

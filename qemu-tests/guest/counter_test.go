@@ -124,30 +124,3 @@ func TestParseBootID(t *testing.T) {
 		}
 	}
 }
-
-func TestParseLine(t *testing.T) {
-	const id = "0f8e2c1d-3b4a-4c5d-8e9f-0a1b2c3d4e5f"
-	for _, tc := range []struct {
-		in   string
-		want Line
-		ok   bool
-	}{
-		{StartLine(id, 0), Line{"START", id, 0}, true},
-		{DurableLine(id, 17), Line{"DURABLE", id, 17}, true},
-		{DurableLine(id, math.MaxUint64) + "\r\n", Line{"DURABLE", id, math.MaxUint64}, true},
-		{"DURABLE boot=" + id + " n=017", Line{}, false},
-		{"DURABLE boot=" + id + " n=-1", Line{}, false},
-		{"DURABLE boot=" + id + " n=+1", Line{}, false},
-		{"DURABLE boot=" + id + " n=1 extra", Line{}, false},
-		{"DURABLE boot= n=1", Line{}, false},
-		{"DURABLE n=1 boot=" + id, Line{}, false},
-		{"[    1.234] DURABLE boot=" + id + " n=1", Line{}, false},
-		{"GUEST FAILED: opening /dev/vda", Line{}, false},
-		{"", Line{}, false},
-	} {
-		got, ok := ParseLine(tc.in)
-		if ok != tc.ok || got != tc.want {
-			t.Errorf("ParseLine(%q) = %+v, %v; want %+v, %v", tc.in, got, ok, tc.want, tc.ok)
-		}
-	}
-}

@@ -32,6 +32,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/dyad-ha/dyad/init/kmod"
+	"github.com/dyad-ha/dyad/qemu-tests/guest/serial"
 )
 
 const (
@@ -49,7 +50,7 @@ func main() {
 	err := run(context.Background(), log)
 	// PID 1 must not exit: the kernel would panic and the error scroll
 	// away. Say what went wrong and stay.
-	fmt.Printf("GUEST FAILED: %v\n", err)
+	fmt.Printf("%s: %v\n", serial.FailedPrefix, err)
 	for {
 		time.Sleep(time.Hour)
 	}
@@ -99,7 +100,7 @@ func run(ctx context.Context, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	g.report("%s", StartLine(boot, n))
+	g.report("%s", serial.StartLine(boot, n))
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	for {
@@ -123,7 +124,7 @@ func (g *guest) durable(d *disk, boot string, n uint64) error {
 	if err := d.write(n); err != nil {
 		return err
 	}
-	g.report("%s", DurableLine(boot, n))
+	g.report("%s", serial.DurableLine(boot, n))
 	return nil
 }
 

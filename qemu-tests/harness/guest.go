@@ -5,67 +5,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
+
+	"github.com/dyad-ha/dyad/qemu-tests/guest/serial"
 )
 
-// The test guest (qemu-tests/guest) speaks on its serial console:
-//
-//	GUEST START boot=<boot id> n=<counter read from its disk>
-//	DURABLE boot=<boot id> n=<counter now on its disk>
-//	GUEST FAILED: <why>
-//
-// The guest is a main package, so its own ParseLine cannot be imported;
-// ParseGuestLine accepts exactly what it accepts (the forms StartLine and
-// DurableLine print), and TestParseGuestLine holds the two to the same
-// cases.
-
-// Kinds of GuestLine.
-const (
-	GuestStart   = "START"
-	GuestDurable = "DURABLE"
-)
-
-// guestFailedPrefix starts the guest's last words when its loop fails.
-const guestFailedPrefix = "GUEST FAILED"
-
-// GuestLine is one parsed line of the guest's protocol.
-type GuestLine struct {
-	Kind string // GuestStart or GuestDurable
-	Boot string
-	N    uint64
-}
-
-// ParseGuestLine parses a GUEST START or DURABLE line; ok is false for any
-// other text, kernel messages included, and for a line that is not in
-// exactly the form the guest prints (a line cut short or run into by other
-// output must not pass for a smaller counter).
-func ParseGuestLine(s string) (GuestLine, bool) {
-	s = strings.TrimRight(s, "\r\n")
-	var l GuestLine
-	var rest string
-	switch {
-	case strings.HasPrefix(s, "GUEST START "):
-		l.Kind, rest = GuestStart, strings.TrimPrefix(s, "GUEST START ")
-	case strings.HasPrefix(s, "DURABLE "):
-		l.Kind, rest = GuestDurable, strings.TrimPrefix(s, "DURABLE ")
-	default:
-		return GuestLine{}, false
-	}
-	f := strings.Split(rest, " ")
-	if len(f) != 2 || !strings.HasPrefix(f[0], "boot=") || !strings.HasPrefix(f[1], "n=") {
-		return GuestLine{}, false
-	}
-	l.Boot = strings.TrimPrefix(f[0], "boot=")
-	num := strings.TrimPrefix(f[1], "n=")
-	n, err := strconv.ParseUint(num, 10, 64)
-	if err != nil || l.Boot == "" || strconv.FormatUint(n, 10) != num {
-		return GuestLine{}, false
-	}
-	l.N = n
-	return l, true
-}
+// The test guest (qemu-tests/guest) speaks on its serial console in the
+// lines of package serial; GuestTrace follows them across the serial logs
+// of both PMs.
 
 // GuestBoot is what the serial logs showed of one boot of the guest.
 type GuestBoot struct {
@@ -115,14 +63,14 @@ func (g *GuestTrace) Add(log []byte) {
 	log = log[:bytes.LastIndexByte(log, '\n')+1]
 	for i, raw := range bytes.Split(log, []byte("\n")) {
 		line := string(bytes.TrimRight(raw, "\r"))
-		if strings.HasPrefix(line, guestFailedPrefix) {
+		if strings.HasPrefix(line, serial.FailedPrefix) {
 			if !g.failSet[line] {
 				g.failSet[line] = true
 				g.failed = append(g.failed, line)
 			}
 			continue
 		}
-		l, ok := ParseGuestLine(line)
+		l, ok := serial.Parse(line)
 		if !ok {
 			continue
 		}
@@ -134,9 +82,9 @@ func (g *GuestTrace) Add(log []byte) {
 		}
 		b.lastRead, b.lastLine = g.reads, i
 		switch l.Kind {
-		case GuestStart:
+		case serial.Start:
 			b.Started, b.Start = true, l.N
-		case GuestDurable:
+		case serial.Durable:
 			if !b.durables[l.N] {
 				b.durables[l.N] = true
 				b.Durables++

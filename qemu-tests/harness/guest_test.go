@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"slices"
 	"strings"
 	"testing"
@@ -20,34 +19,6 @@ func startLine(boot string, n uint64) string {
 	return fmt.Sprintf("GUEST START boot=%s n=%d\n", boot, n)
 }
 func durableLine(boot string, n uint64) string { return fmt.Sprintf("DURABLE boot=%s n=%d\n", boot, n) }
-
-// TestParseGuestLine has the cases of the guest's own TestParseLine
-// (qemu-tests/guest/counter_test.go): both parsers must agree.
-func TestParseGuestLine(t *testing.T) {
-	for _, tc := range []struct {
-		in   string
-		want GuestLine
-		ok   bool
-	}{
-		{startLine(bootA, 0), GuestLine{GuestStart, bootA, 0}, true},
-		{durableLine(bootA, 17), GuestLine{GuestDurable, bootA, 17}, true},
-		{strings.TrimSuffix(durableLine(bootA, math.MaxUint64), "\n") + "\r\n", GuestLine{GuestDurable, bootA, math.MaxUint64}, true},
-		{"DURABLE boot=" + bootA + " n=017", GuestLine{}, false},
-		{"DURABLE boot=" + bootA + " n=-1", GuestLine{}, false},
-		{"DURABLE boot=" + bootA + " n=+1", GuestLine{}, false},
-		{"DURABLE boot=" + bootA + " n=1 extra", GuestLine{}, false},
-		{"DURABLE boot= n=1", GuestLine{}, false},
-		{"DURABLE n=1 boot=" + bootA, GuestLine{}, false},
-		{"[    1.234] DURABLE boot=" + bootA + " n=1", GuestLine{}, false},
-		{"GUEST FAILED: opening /dev/vda", GuestLine{}, false},
-		{"", GuestLine{}, false},
-	} {
-		got, ok := ParseGuestLine(tc.in)
-		if ok != tc.ok || got != tc.want {
-			t.Errorf("ParseGuestLine(%q) = %+v, %v; want %+v, %v", tc.in, got, ok, tc.want, tc.ok)
-		}
-	}
-}
 
 func TestGuestTrace(t *testing.T) {
 	// A log as one PM keeps it: kernel noise, a boot, its durable lines.
@@ -218,7 +189,7 @@ func TestWaitGuest(t *testing.T) {
 }
 
 // FuzzGuestTrace feeds arbitrary serial output: a trace never panics, and
-// whatever it reports comes from lines ParseGuestLine accepts.
+// whatever it reports comes from lines serial.Parse accepts.
 func FuzzGuestTrace(f *testing.F) {
 	f.Add([]byte(startLine(bootA, 3) + durableLine(bootA, 4)))
 	f.Add([]byte("GUEST FAILED: x\r\nDURABLE boot=a n=1"))

@@ -3,7 +3,6 @@
 package vm
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -12,12 +11,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
-	"strconv"
 	"testing"
 	"time"
 
 	"github.com/dyad-ha/dyad/imagebuild/image"
+	"github.com/dyad-ha/dyad/qemu-tests/guest/serial"
 	"github.com/dyad-ha/dyad/services/qmp"
 )
 
@@ -307,8 +305,6 @@ type guestLine struct {
 	n    uint64
 }
 
-var durableRE = regexp.MustCompile(`^DURABLE boot=(\S+) n=(0|[1-9][0-9]*)$`)
-
 // durable parses the complete lines of the serial log; a last line
 // without its newline is still being written.
 func (p *qemuProc) durable(t *testing.T) []guestLine {
@@ -321,24 +317,10 @@ func (p *qemuProc) durable(t *testing.T) []guestLine {
 		t.Fatal(err)
 	}
 	b = b[:bytes.LastIndexByte(b, '\n')+1]
-	var ls []guestLine
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	for sc.Scan() {
-		text := bytes.TrimRight(sc.Bytes(), "\r")
-		if bytes.HasPrefix(text, []byte("GUEST FAILED")) {
-			t.Fatalf("guest reported: %s", text)
-		}
-		m := durableRE.FindSubmatch(text)
-		if m == nil {
-			continue
-		}
-		n, err := strconv.ParseUint(string(m[2]), 10, 64)
-		if err != nil {
-			continue
-		}
-		ls = append(ls, guestLine{string(m[1]), n})
+	if i := bytes.Index(b, []byte(serial.FailedPrefix)); i >= 0 {
+		t.Fatalf("guest reported: %s", b[i:])
 	}
-	return ls
+	return durableLines(b)
 }
 
 // waitDurable polls the serial log until done holds for a non-empty list
