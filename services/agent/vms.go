@@ -30,7 +30,6 @@ type VMRunner interface {
 	DialConsole(ctx context.Context, id int, kind string) (net.Conn, error)
 	SerialLog(id int) ([]byte, error)
 	Runs(id int) bool
-	Forget(id int)
 	// Release lets go of the QEMU processes without stopping them.
 	Release()
 }
@@ -562,7 +561,6 @@ func (a *Agent) Command(ctx context.Context, id int, name string, args unit.VMAc
 			r.Critical, r.Crashes, r.Run, r.StartSeq = false, nil, true, r.StartSeq+1
 			return nil
 		})
-		a.opt.VMs.Forget(id)
 	case vm.Migrate:
 		err = a.startMigration(ctx, id, args.To)
 	default:

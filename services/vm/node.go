@@ -312,7 +312,9 @@ func (n *Node) tend(ctx context.Context, r Record, p *proc) {
 	n.mu.Lock()
 	quitting := p.quit != ""
 	if p.startSeq < 0 {
-		p.startSeq = r.StartSeq
+		// Adopted from a previous agent: what the record asked before now
+		// was done by that agent.
+		p.startSeq, p.shutdownSeq, p.dumpSeq = r.StartSeq, r.ShutdownSeq, r.DumpSeq
 	}
 	incoming := p.incoming
 	n.mu.Unlock()
@@ -374,12 +376,6 @@ func (n *Node) tend(ctx context.Context, r Record, p *proc) {
 	}
 	booted := p.booted
 	n.mu.Unlock()
-	if p.dumpSeq == 0 && r.DumpSeq > 0 && !doDump {
-		// A process started after the last Dump must not dump again.
-		n.mu.Lock()
-		p.dumpSeq = r.DumpSeq
-		n.mu.Unlock()
-	}
 
 	if !booted && guestDidIO(qctx, p.qmp) {
 		n.mu.Lock()
@@ -907,15 +903,6 @@ func (n *Node) Runs(id int) bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return n.procs[id] != nil
-}
-
-// Forget drops what this PM remembers of VM id's crashes (Reset Device).
-func (n *Node) Forget(id int) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if s := n.vms[id]; s != nil {
-		s.crashes, s.critical, s.lastExit = nil, false, nil
-	}
 }
 
 func (n *Node) openSerial(id int) *serialMux {
