@@ -191,15 +191,22 @@ type migrateResult struct {
 // callNode runs a VM operation on PM node: here directly, on the peer
 // over the peer API.
 func (a *Agent) callNode(ctx context.Context, node, id int, op string, in, out any) error {
+	// Here or there, the operation takes and gives JSON, as on the wire.
+	body, err := json.Marshal(in)
+	if err != nil {
+		return err
+	}
 	if node == a.cfg.Node {
-		res, err := a.nodeOp(ctx, id, op, in)
+		res, err := a.nodeOp(ctx, id, op, body)
 		if err != nil || out == nil {
 			return err
 		}
-		b, _ := json.Marshal(res)
+		b, err := json.Marshal(res)
+		if err != nil {
+			return err
+		}
 		return json.Unmarshal(b, out)
 	}
-	body, _ := json.Marshal(in)
 	var errs []error
 	for _, u := range a.peerURLs("peer/v1/vms/" + strconv.Itoa(id) + "/" + op) {
 		req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(body))
@@ -225,7 +232,7 @@ func (a *Agent) callNode(ctx context.Context, node, id int, op string, in, out a
 }
 
 // nodeOp is one VM operation on this PM, for the primary's orchestration.
-func (a *Agent) nodeOp(ctx context.Context, id int, op string, in any) (any, error) {
+func (a *Agent) nodeOp(ctx context.Context, id int, op string, in []byte) (any, error) {
 	recs, err := a.vmRecords()
 	if err != nil {
 		return nil, err
@@ -246,9 +253,8 @@ func (a *Agent) nodeOp(ctx context.Context, id int, op string, in any) (any, err
 		return nil, nil
 	case "migrate":
 		var req migrateRequest
-		b, _ := json.Marshal(in)
-		if err := json.Unmarshal(b, &req); err != nil {
-			return nil, err
+		if err := json.Unmarshal(in, &req); err != nil {
+			return nil, fmt.Errorf("migrate request: %w", err)
 		}
 		st, err := a.opt.VMs.Migrate(ctx, id, req.URI, vm.MigrateOptions{BandwidthBytes: vm.MigrationBandwidth, DowntimeLimit: vm.MigrationDowntime})
 		if err != nil {
@@ -266,15 +272,12 @@ func (a *Agent) serveVMOp(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "no such VM", http.StatusNotFound)
 		return
 	}
-	var in json.RawMessage
-	if b, _ := io.ReadAll(io.LimitReader(r.Body, 64<<10)); len(bytes.TrimSpace(b)) > 0 {
-		in = b
+	in, err := io.ReadAll(io.LimitReader(r.Body, 64<<10))
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
 	}
-	var arg any
-	if in != nil {
-		arg = in
-	}
-	res, err := a.nodeOp(r.Context(), id, r.PathValue("op"), arg)
+	res, err := a.nodeOp(r.Context(), id, r.PathValue("op"), in)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusConflict)
 		return

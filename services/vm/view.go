@@ -2,7 +2,6 @@ package vm
 
 import (
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/dyad-ha/dyad/services/unit"
@@ -125,12 +124,4 @@ func state(r Record, rep VMReport, heard, busy, degraded bool) (State, string) {
 		return Booting, "starting; " + on + " is not heard"
 	}
 	return Booting, "starting on " + on
-}
-
-// Redundant reports whether every volume of r is UpToDate on both legs.
-func Redundant(r Record, vols map[int]unit.Volume) bool {
-	return !slices.ContainsFunc(r.Volumes, func(ref VolumeRef) bool {
-		v, ok := vols[ref.ID]
-		return !ok || v.State != unit.SyncUpToDate
-	})
 }
