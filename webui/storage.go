@@ -69,9 +69,10 @@ func (s *Server) requireStorage(c *gin.Context) {
 	}
 }
 
-// storageFailed answers a StorageSource error: notFound is the message for a
-// bare ErrNotFound, doing names the action for a 500 ("create volume").
-func (s *Server) storageFailed(c *gin.Context, err error, doing, notFound string) {
+// sourceFailed answers an error of a StorageSource or VMSource by the
+// sentinel it wraps: notFound is the message for a bare ErrNotFound, doing
+// names the action for a 500 ("create volume").
+func (s *Server) sourceFailed(c *gin.Context, err error, doing, notFound string) {
 	switch {
 	case errors.Is(err, ErrNotFound):
 		msg := notFound
@@ -84,7 +85,7 @@ func (s *Server) storageFailed(c *gin.Context, err error, doing, notFound string
 	case errors.Is(err, ErrConflict):
 		apiError(c, http.StatusConflict, err.Error())
 	default:
-		s.log.Error("webui: storage request failed", "action", doing, "err", err)
+		s.log.Error("webui: request failed", "action", doing, "err", err)
 		apiError(c, http.StatusInternalServerError, "cannot "+doing+": "+err.Error())
 	}
 }
@@ -266,7 +267,7 @@ func parseActivate(body []byte) (activateRequest, error) {
 func (s *Server) volumes(c *gin.Context) {
 	vols, err := s.cfg.Storage.Volumes(c.Request.Context())
 	if err != nil {
-		s.storageFailed(c, err, "list volumes", "no volumes")
+		s.sourceFailed(c, err, "list volumes", "no volumes")
 		return
 	}
 	if vols == nil {
@@ -284,7 +285,7 @@ func (s *Server) volume(c *gin.Context) {
 	}
 	v, err := s.cfg.Storage.Volume(c.Request.Context(), id)
 	if err != nil {
-		s.storageFailed(c, err, "read volume "+strconv.Itoa(id), volumeNotFound(id))
+		s.sourceFailed(c, err, "read volume "+strconv.Itoa(id), volumeNotFound(id))
 		return
 	}
 	c.JSON(http.StatusOK, v)
@@ -303,7 +304,7 @@ func (s *Server) createVolume(c *gin.Context) {
 	v, err := s.cfg.Storage.CreateVolume(c.Request.Context(), spec)
 	if err != nil {
 		// Only a named group can be missing.
-		s.storageFailed(c, err, "create volume "+strconv.Quote(spec.Name), "storage group "+strconv.Itoa(spec.Group)+" not found")
+		s.sourceFailed(c, err, "create volume "+strconv.Quote(spec.Name), "storage group "+strconv.Itoa(spec.Group)+" not found")
 		return
 	}
 	s.log.Info("webui: volume created", "volume", v.ID, "name", v.Name, "size_bytes", v.SizeBytes, "group", v.Group)
@@ -327,7 +328,7 @@ func (s *Server) growVolume(c *gin.Context) {
 	}
 	v, err := s.cfg.Storage.GrowVolume(c.Request.Context(), id, size)
 	if err != nil {
-		s.storageFailed(c, err, "grow volume "+strconv.Itoa(id), volumeNotFound(id))
+		s.sourceFailed(c, err, "grow volume "+strconv.Itoa(id), volumeNotFound(id))
 		return
 	}
 	s.log.Info("webui: volume growing", "volume", id, "size_bytes", size)
@@ -346,7 +347,7 @@ func (s *Server) deleteVolume(c *gin.Context) {
 		return
 	}
 	if err := s.cfg.Storage.DeleteVolume(c.Request.Context(), id); err != nil {
-		s.storageFailed(c, err, "delete volume "+strconv.Itoa(id), volumeNotFound(id))
+		s.sourceFailed(c, err, "delete volume "+strconv.Itoa(id), volumeNotFound(id))
 		return
 	}
 	s.log.Info("webui: volume deleting", "volume", id)
@@ -369,7 +370,7 @@ func (s *Server) resolveSplitBrain(c *gin.Context) {
 	}
 	v, err := s.cfg.Storage.ResolveSplitBrain(c.Request.Context(), id, survivor)
 	if err != nil {
-		s.storageFailed(c, err, "resolve the split brain of volume "+strconv.Itoa(id), volumeNotFound(id))
+		s.sourceFailed(c, err, "resolve the split brain of volume "+strconv.Itoa(id), volumeNotFound(id))
 		return
 	}
 	s.log.Info("webui: split brain resolved", "volume", id, "survivor", survivor)
@@ -388,7 +389,7 @@ func (s *Server) deleteSnapshot(c *gin.Context) {
 	}
 	v, err := s.cfg.Storage.DeleteSnapshot(c.Request.Context(), id, name)
 	if err != nil {
-		s.storageFailed(c, err, "delete snapshot "+strconv.Quote(name)+" of volume "+strconv.Itoa(id),
+		s.sourceFailed(c, err, "delete snapshot "+strconv.Quote(name)+" of volume "+strconv.Itoa(id),
 			"snapshot "+strconv.Quote(name)+" of volume "+strconv.Itoa(id)+" not found")
 		return
 	}
@@ -399,7 +400,7 @@ func (s *Server) deleteSnapshot(c *gin.Context) {
 func (s *Server) storageGroups(c *gin.Context) {
 	groups, err := s.cfg.Storage.StorageGroups(c.Request.Context())
 	if err != nil {
-		s.storageFailed(c, err, "list storage groups", "no storage groups")
+		s.sourceFailed(c, err, "list storage groups", "no storage groups")
 		return
 	}
 	if groups == nil {
@@ -411,7 +412,7 @@ func (s *Server) storageGroups(c *gin.Context) {
 func (s *Server) disks(c *gin.Context) {
 	disks, err := s.cfg.Storage.Disks(c.Request.Context())
 	if err != nil {
-		s.storageFailed(c, err, "list disks", "no disks")
+		s.sourceFailed(c, err, "list disks", "no disks")
 		return
 	}
 	if disks == nil {
@@ -432,7 +433,7 @@ func (s *Server) activateDisk(c *gin.Context) {
 	}
 	d, err := s.cfg.Storage.ActivateDisk(c.Request.Context(), req.PM, req.Disk, req.Group, req.Erase)
 	if err != nil {
-		s.storageFailed(c, err, fmt.Sprintf("activate disk %s of PM %d", req.Disk, req.PM),
+		s.sourceFailed(c, err, fmt.Sprintf("activate disk %s of PM %d", req.Disk, req.PM),
 			fmt.Sprintf("disk %s of PM %d not found", req.Disk, req.PM))
 		return
 	}

@@ -98,7 +98,7 @@ func (s *Server) vmFailed(c *gin.Context, err error, doing, notFound string) {
 		}
 		c.AbortWithStatusJSON(http.StatusBadRequest, resourceReply{Error: err.Error(), Problems: probs})
 	default:
-		s.storageFailed(c, err, doing, notFound)
+		s.sourceFailed(c, err, doing, notFound)
 	}
 }
 
