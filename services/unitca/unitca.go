@@ -41,6 +41,11 @@ func ProbeKey(secret []byte) []byte { return derive(secret, "dyad probe v1") }
 // SessionKey is the key that signs console sessions.
 func SessionKey(secret []byte) []byte { return derive(secret, "dyad console session v1") }
 
+// QuorumKey is the key that authenticates the unit's quorum lease requests
+// and replies. The quorum server, outside the unit, holds this key instead of
+// the unit secret, so it can derive no other key of the unit.
+func QuorumKey(secret []byte) []byte { return derive(secret, "dyad quorum v1") }
+
 // New derives the unit CA from the unit secret. The same secret always gives
 // the same CA certificate.
 func New(secret []byte) (*CA, error) {
