@@ -37,13 +37,17 @@ func (s *Server) unit(c *gin.Context) {
 	if !ok {
 		return
 	}
-	if u.PMs == nil {
-		u.PMs = []unit.PM{}
-	}
+	c.JSON(http.StatusOK, unitReply(u))
+}
+
+// unitReply gives the unit's lists as [] rather than null, so that clients
+// can iterate without a check, and drops any BMC password.
+func unitReply(u unit.Unit) unit.Unit {
+	u.PMs = scrubPMs(u.PMs)
 	if u.Alerts == nil {
 		u.Alerts = []unit.Alert{}
 	}
-	c.JSON(http.StatusOK, u)
+	return u
 }
 
 func (s *Server) pms(c *gin.Context) {
@@ -51,10 +55,7 @@ func (s *Server) pms(c *gin.Context) {
 	if !ok {
 		return
 	}
-	if u.PMs == nil {
-		u.PMs = []unit.PM{}
-	}
-	c.JSON(http.StatusOK, u.PMs)
+	c.JSON(http.StatusOK, scrubPMs(u.PMs))
 }
 
 func (s *Server) pm(c *gin.Context) {
@@ -74,7 +75,7 @@ func (s *Server) pm(c *gin.Context) {
 		apiError(c, http.StatusInternalServerError, "cannot read state of PM "+strconv.Itoa(id)+": "+err.Error())
 		return
 	}
-	c.JSON(http.StatusOK, pm)
+	c.JSON(http.StatusOK, scrubPM(pm))
 }
 
 func (s *Server) alerts(c *gin.Context) {

@@ -87,6 +87,9 @@ func (s *Server) login(c *gin.Context) {
 		s.loginFailed(c, form, http.StatusBadRequest, err.Error())
 		return
 	}
+	// From here the audit names the user tried, whether or not the
+	// password is right.
+	c.Set(auditUserKey, cr.User)
 	if err := s.cfg.Users.Authenticate(r.Context(), cr.User, cr.Password); err != nil {
 		if errors.Is(err, ErrBadCredentials) {
 			s.log.Info("webui: login refused", "user", cr.User, "client", c.ClientIP())
@@ -118,6 +121,8 @@ func (s *Server) login(c *gin.Context) {
 // loginFailed answers a failed login: JSON for API clients, back to the login
 // page with a reason for the console's plain form.
 func (s *Server) loginFailed(c *gin.Context, form bool, status int, msg string) {
+	// The form's answer is a redirect, which carries no error to audit.
+	c.Set(auditResultKey, msg)
 	if form {
 		c.Redirect(http.StatusSeeOther, "/login?"+url.Values{"error": {msg}}.Encode())
 		c.Abort()
@@ -129,6 +134,12 @@ func (s *Server) loginFailed(c *gin.Context, form bool, status int, msg string) 
 // logout clears the session cookie. Sessions are stateless, so a copied cookie
 // stays valid until it expires; logging out only removes it from this browser.
 func (s *Server) logout(c *gin.Context) {
+	// The audit names the user whose session ends, when there is one.
+	if ck, err := c.Request.Cookie(sessionCookie); err == nil {
+		if user, err := parseSession(s.cfg.SessionKey, ck.Value, s.now()); err == nil {
+			c.Set(auditUserKey, user)
+		}
+	}
 	http.SetCookie(c.Writer, &http.Cookie{
 		Name:     sessionCookie,
 		Value:    "",
@@ -171,9 +182,14 @@ func (s *Server) authenticate(r *http.Request) (string, error) {
 	return user, nil
 }
 
+// userKey is where requireAuth leaves the authenticated user in the gin
+// context, for handlers that log who asked.
+const userKey = "dyad.user"
+
 func (s *Server) requireAuth(c *gin.Context) {
-	_, err := s.authenticate(c.Request)
+	user, err := s.authenticate(c.Request)
 	if err == nil {
+		c.Set(userKey, user)
 		return
 	}
 	if !errors.Is(err, ErrBadCredentials) {

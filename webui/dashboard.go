@@ -25,6 +25,12 @@ func parsePages() (*template.Template, error) {
 		"formatTime": formatTime,
 		"bytes":      unit.FormatBytes,
 		"volState":   unit.Volume.StateText,
+		"qServers":   quorumServers,
+		"qVerdict":   quorumVerdict,
+		"qHolder":    quorumHolder,
+		"pmState":    pmStateText,
+		"pmCommand":  pmCommandLabel,
+		"okStatus":   okStatus,
 	}).ParseFS(assets, "assets/templates/*.html")
 	if err != nil {
 		return nil, fmt.Errorf("parsing page templates: %w", err)
@@ -41,6 +47,27 @@ type dashboardPage struct {
 	// VMs is nil when the server has no VMSource: the page then has no VM
 	// section.
 	VMs *vmView
+	// ForceQuorum: the server has a QuorumSource, so the quorum section
+	// offers Force Quorum while the verdict is "wait".
+	ForceQuorum bool
+	// QuorumRisk is what the Force Quorum button asks the operator to
+	// accept.
+	QuorumRisk string
+	// Ops: the server has an OpsSource, so the page offers the PM and
+	// unit commands.
+	Ops bool
+	// Audit is nil when the server keeps no audit log: the page then has
+	// no audit section.
+	Audit *auditView
+}
+
+// dashboardAudit is how many audit records the dashboard shows.
+const dashboardAudit = 20
+
+// auditView is the audit section of the dashboard: the newest records.
+type auditView struct {
+	Records []unit.AuditRecord
+	Err     string
 }
 
 // vmView is the VM section of the dashboard.
@@ -72,7 +99,7 @@ func (s *Server) dashboard(c *gin.Context) {
 		return
 	}
 	c.Header("Cache-Control", "no-store")
-	page := dashboardPage{}
+	page := dashboardPage{ForceQuorum: s.cfg.Quorum != nil, QuorumRisk: forceQuorumRisk, Ops: s.cfg.Ops != nil}
 	status := http.StatusOK
 	page.Unit, err = s.cfg.Source.Unit(c.Request.Context())
 	if err != nil {
@@ -85,6 +112,9 @@ func (s *Server) dashboard(c *gin.Context) {
 	}
 	if s.cfg.Storage != nil {
 		page.Storage = s.storageView(c.Request.Context())
+	}
+	if s.cfg.Audit != nil {
+		page.Audit = s.auditView(c.Request.Context())
 	}
 	s.render(c, status, "dashboard.html", page)
 }
@@ -113,6 +143,17 @@ func (s *Server) vmView(ctx context.Context) *vmView {
 		return &vmView{Err: "cannot read VMs: " + err.Error()}
 	}
 	return &vmView{VMs: vms}
+}
+
+// auditView reads the audit section; like the storage section, a failure
+// shows in the section only.
+func (s *Server) auditView(ctx context.Context) *auditView {
+	recs, err := s.cfg.Audit.List(ctx, dashboardAudit)
+	if err != nil {
+		s.log.Error("webui: reading the audit log", "err", err)
+		return &auditView{Err: "cannot read the audit log: " + err.Error()}
+	}
+	return &auditView{Records: recs}
 }
 
 func (s *Server) loginPage(c *gin.Context) {
@@ -174,6 +215,76 @@ func displayPaths(paths []unit.Path) []unit.Path {
 	}
 	return out
 }
+
+// quorumServers lists the quorum servers; without any the unit has no
+// lease to decide a partition, which the operator should see in words.
+func quorumServers(q unit.Quorum) string {
+	if len(q.Servers) == 0 {
+		return "none configured"
+	}
+	return strings.Join(q.Servers, ", ")
+}
+
+// quorumVerdict shows the verdict, marking one an operator forced: a
+// forced "run" is not proof that the peer is down.
+func quorumVerdict(q unit.Quorum) string {
+	v := q.Verdict
+	if v == "" {
+		v = "unknown"
+	}
+	if q.Forced {
+		v += " (forced)"
+	}
+	return v
+}
+
+// quorumHolder shows which PM holds the quorum lease and, for this PM's
+// lease, how long it still runs.
+func quorumHolder(q unit.Quorum) string {
+	if q.Holder == 0 {
+		return "none"
+	}
+	h := fmt.Sprintf("PM %d", q.Holder)
+	if q.LeaseSeconds > 0 {
+		h += " (" + unit.FormatUptime(q.LeaseSeconds) + " left)"
+	}
+	return h
+}
+
+// pmStateText is a PM's state with its Maintenance: the states of a PM
+// held for an operator name it only while it runs or is off, not while it
+// evacuates its VMs.
+func pmStateText(pm unit.PM) string {
+	st := string(pm.State)
+	if pm.Maintenance && !strings.Contains(st, "Maintenance") {
+		st += " (in Maintenance)"
+	}
+	return st
+}
+
+// pmCommandLabel names a PM command (an API slug) as the Avance manual
+// does, for a button.
+func pmCommandLabel(cmd string) string {
+	switch cmd {
+	case unit.PMWorkOn:
+		return "Work On"
+	case unit.PMFinalize:
+		return "Finalize"
+	case unit.PMShutdown:
+		return "Shutdown"
+	case unit.PMPowerOff:
+		return "Power Off"
+	case unit.PMPowerOn:
+		return "Power On"
+	case unit.PMResetDevice:
+		return "Reset Device"
+	}
+	return cmd
+}
+
+// okStatus reports whether an audited request succeeded (a redirect is
+// the success of a form post).
+func okStatus(status int) bool { return status >= 200 && status <= 399 }
 
 // formatTime shows times in UTC: the two PMs and the operator may sit in
 // different zones, and the logs are in UTC.

@@ -65,7 +65,16 @@ type Config struct {
 	// their routes answer 503 (the agent has no storage yet).
 	Storage StorageSource
 	// VMs is nil on a server without virtual machines.
-	VMs   VMSource
+	VMs VMSource
+	// Quorum is nil on a server without quorum control: Force Quorum then
+	// answers 501.
+	Quorum QuorumSource
+	// Ops is nil on a server without PM and unit commands: their routes
+	// then answer 501.
+	Ops OpsSource
+	// Audit is nil on a server that keeps no audit log: nothing is
+	// recorded and GET /api/v1/audit answers 501.
+	Audit AuditLog
 	Users Users
 	// SessionKey signs session cookies. Both PMs must use the same key (derived
 	// from the unit key) so sessions survive a failover. At least 16 bytes.
@@ -147,10 +156,15 @@ func (s *Server) routes() (*gin.Engine, error) {
 
 	api := e.Group("/api/v1", noStore)
 	api.GET("/health", s.health)
-	api.POST("/login", s.login)
-	api.POST("/logout", s.logout)
-	authed := api.Group("", s.requireAuth)
+	// Logins and logouts are audited with the user they name, whether
+	// they succeed or not.
+	api.POST("/login", s.audit, s.login)
+	api.POST("/logout", s.audit, s.logout)
+	// Every change an authenticated user asks for is audited, including
+	// those refused further on (no storage, no VMs, a bad body).
+	authed := api.Group("", s.requireAuth, s.audit)
 	authed.GET("/unit", s.unit)
+	authed.POST("/unit/actions/force-quorum", s.forceQuorum)
 	authed.GET("/pms", s.pms)
 	authed.GET("/pms/:id", s.pm)
 	authed.GET("/alerts", s.alerts)
@@ -170,6 +184,7 @@ func (s *Server) routes() (*gin.Engine, error) {
 	storage.GET("/storage-groups", s.storageGroups)
 	storage.GET("/disks", s.disks)
 	storage.POST("/disks/actions/activate", s.activateDisk)
+	s.opsRoutes(authed)
 	vms := authed.Group("", s.requireVMs)
 	s.vmRoutes(vms)
 	s.consoleRoutes(e, vms)

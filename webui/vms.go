@@ -157,7 +157,7 @@ func parseVMCreate(body []byte) (unit.VMCreate, error) {
 	return req, nil
 }
 
-const vmConfigShape = `{"vcpus": N, "memory_mib": M, "add_volumes": [...], "detach": [ID], "delete": [ID], "nics": [...]}`
+const vmConfigShape = `{"vcpus": N, "memory_mib": M, "add_volumes": [...], "detach": [ID], "delete": [ID], "nics": [...], "placement": {"policy": "auto|manual|mixed", "pm": PM}}`
 
 // parseVMConfig decodes and checks the body of POST /api/v1/vms/:id/config.
 func parseVMConfig(body []byte) (unit.VMConfig, error) {
@@ -165,8 +165,9 @@ func parseVMConfig(body []byte) (unit.VMConfig, error) {
 	if err := decodeStrict(body, &req, vmConfigShape); err != nil {
 		return unit.VMConfig{}, err
 	}
+	// A placement alone is a change too: the unit takes it in any state.
 	if req.VCPUs == nil && req.MemoryMiB == nil && len(req.AddVolumes) == 0 && len(req.Detach) == 0 &&
-		len(req.Delete) == 0 && req.NICs == nil {
+		len(req.Delete) == 0 && req.NICs == nil && req.Placement == nil {
 		return unit.VMConfig{}, fmt.Errorf("invalid body: nothing to change; want %s", vmConfigShape)
 	}
 	if req.VCPUs != nil && *req.VCPUs < 0 {

@@ -358,6 +358,8 @@ func TestVMAPI(t *testing.T) {
 			wantBody: `{"error":"Config is not allowed while the VM is Running; allowed: Console, Shutdown, Power Off, Dump, Migrate","state":"Running","allowed":["Console","Shutdown","Power Off","Dump","Migrate"]}`, wantCall: "config 1"},
 		{name: "config unknown VM", method: "POST", target: "/api/v1/vms/9/config", body: `{"vcpus":2}`, want: 404, wantBody: "VM 9 not found", wantCall: "config 9"},
 		{name: "config nothing", method: "POST", target: "/api/v1/vms/2/config", body: `{}`, want: 400, wantBody: "nothing to change"},
+		{name: "config placement only", method: "POST", target: "/api/v1/vms/2/config", body: `{"placement":{"policy":"manual","pm":2}}`, want: 200,
+			wantCall: `config 2 {"placement":{"policy":"manual","pm":2}}`},
 		{name: "config null NICs keep them", method: "POST", target: "/api/v1/vms/2/config", body: `{"nics":null}`, want: 400, wantBody: "nothing to change"},
 		{name: "config empty body", method: "POST", target: "/api/v1/vms/2/config", want: 400, wantBody: "invalid body: empty"},
 		{name: "config unknown field", method: "POST", target: "/api/v1/vms/2/config", body: `{"name":"x"}`, want: 400, wantBody: `unknown field \"name\"`},

@@ -25,9 +25,9 @@ const maxResponse = 16 << 20
 type APIError struct {
 	StatusCode int    // HTTP status, e.g. 404
 	Message    string // the server's "error" message, or the body when it sent none
-	// Allowed are the commands the VM's state allows, from a 409 refusing
-	// a VM command; nil for any other error, empty when no command is
-	// allowed in that state.
+	// Allowed are the commands the VM's or PM's state allows, from a 409
+	// refusing a VM or PM command; nil for any other error, empty when no
+	// command is allowed in that state.
 	Allowed []string
 }
 
@@ -145,7 +145,7 @@ func (c *Client) PMs(ctx context.Context) ([]unit.PM, error) {
 // *APIError with StatusCode 404.
 func (c *Client) PM(ctx context.Context, id int) (unit.PM, error) {
 	var pm unit.PM
-	err := c.authed(ctx, http.MethodGet, "/api/v1/pms/"+strconv.Itoa(id), &pm)
+	err := c.authed(ctx, http.MethodGet, pmPath(id), &pm)
 	return pm, err
 }
 

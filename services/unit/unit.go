@@ -14,14 +14,15 @@ type PMState string
 
 // PM states of DESIGN.md §4.
 const (
-	PMRunning     PMState = "running"
-	PMBooting     PMState = "booting"
-	PMEvacuating  PMState = "evacuating"
-	PMImaging     PMState = "imaging"
-	PMBroken      PMState = "broken"
-	PMOff         PMState = "off"
-	PMPoweredOff  PMState = "powered off"
-	PMMaintenance PMState = "running (in Maintenance)"
+	PMRunning        PMState = "running"
+	PMBooting        PMState = "booting"
+	PMEvacuating     PMState = "evacuating"
+	PMImaging        PMState = "imaging"
+	PMBroken         PMState = "broken"
+	PMOff            PMState = "off"
+	PMPoweredOff     PMState = "powered off"
+	PMMaintenance    PMState = "running (in Maintenance)"
+	PMOffMaintenance PMState = "off (in Maintenance)"
 )
 
 // Role is a PM's role in the unit.
@@ -70,6 +71,16 @@ type PM struct {
 	Links []Link `json:"links,omitempty"`
 	// Hardware is the inventory of hwcompat; only GET /api/v1/pms/{id} fills it.
 	Hardware any `json:"hardware,omitempty"`
+	// Maintenance: an operator's Work On holds the PM out of service until
+	// Finalize; no VM runs on it.
+	Maintenance bool `json:"maintenance,omitempty"`
+	// Failures are the PM's failures within the last hour; at the third
+	// it is powered off and kept out of service until Reset Device.
+	Failures int `json:"failures,omitempty"`
+	// Allowed are the PM commands its state allows (PMCommands names).
+	Allowed []string `json:"allowed,omitempty"`
+	// BMC is the PM's BMC without its password; nil when none.
+	BMC *BMC `json:"bmc,omitempty"`
 }
 
 // Link is a network link of a PM.
@@ -124,6 +135,25 @@ type Unit struct {
 	PMs             []PM      `json:"pms"`
 	Alerts          []Alert   `json:"alerts"`
 	Time            time.Time `json:"time"`
+	// Quorum is the split-brain protection as the primary sees it.
+	Quorum Quorum `json:"quorum"`
+}
+
+// Quorum is what protects the unit from a split brain: the quorum servers
+// and the primary's right to run VMs when it cannot hear its peer.
+type Quorum struct {
+	// Servers are the quorum servers, preferred first; empty without.
+	Servers []string `json:"servers"`
+	// Verdict is "run", "wait" (starts no protected VM) or "lose".
+	Verdict string `json:"verdict"`
+	Reason  string `json:"reason"`
+	// Holder is the PM holding the quorum lease (0: none or unknown).
+	Holder int `json:"holder,omitempty"`
+	// LeaseSeconds is how long this PM's lease still runs.
+	LeaseSeconds float64 `json:"lease_seconds,omitempty"`
+	// Forced: an operator used Force Quorum.
+	Forced bool   `json:"forced,omitempty"`
+	Error  string `json:"error,omitempty"`
 }
 
 // Severity of an alert.

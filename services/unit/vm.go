@@ -34,6 +34,10 @@ type VM struct {
 	// they reached the threshold, until Reset Device.
 	Crashes  int  `json:"crashes"`
 	Critical bool `json:"critical,omitempty"`
+	// Placement is the HA load-balancing policy; Home the PM the VM
+	// belongs on and returns to.
+	Placement Placement `json:"placement"`
+	Home      int       `json:"home,omitempty"`
 	// Starts counts the operator's starts (Start, Boot From CD, Reset
 	// Device); restarts after a crash do not count.
 	Starts int `json:"starts"`
@@ -90,6 +94,8 @@ type VMCreate struct {
 	CD string `json:"cd,omitempty"`
 	// Start starts the VM once its volumes are ready.
 	Start bool `json:"start,omitempty"`
+	// Placement is the HA load-balancing policy; nil is automatic.
+	Placement *Placement `json:"placement,omitempty"`
 }
 
 // VMVolumeRequest names a volume for a VM: new or existing.
@@ -122,6 +128,8 @@ type VMConfig struct {
 	Delete []int `json:"delete,omitempty"`
 	// NICs replaces the VM's network interfaces when not nil.
 	NICs *[]VMNICRequest `json:"nics,omitempty"`
+	// Placement changes the HA load-balancing policy when not nil.
+	Placement *Placement `json:"placement,omitempty"`
 }
 
 // VMAction is the body of POST /api/v1/vms/{id}/actions/{action}; every

@@ -57,6 +57,21 @@ type Record struct {
 	Critical bool        `json:"critical,omitempty"`
 	// Migration is the current or last live migration.
 	Migration *Migration `json:"migration,omitempty"`
+	// Placement is the operator's HA load-balancing policy; Home is the PM
+	// the VM belongs on, where it returns once that PM is back in service
+	// and its volumes are in sync.
+	Placement Placement `json:"placement,omitzero"`
+	Home      int       `json:"home,omitempty"`
+	// Resume: a unit Shutdown stopped the VM; it starts again once both
+	// PMs are back.
+	Resume bool `json:"resume,omitempty"`
+}
+
+// Placement is a VM's HA load-balancing policy (unit.PlaceAuto,
+// PlaceManual, PlaceMixed) and the operator's PM for manual and mixed.
+type Placement struct {
+	Policy string `json:"policy,omitempty"`
+	PM     int    `json:"pm,omitempty"`
 }
 
 // VolumeRef attaches a unit volume to a VM.

@@ -32,7 +32,11 @@ func view(r Record, s Situation) unit.VM {
 	v := unit.VM{
 		ID: r.ID, UUID: r.UUID, Name: r.Name, Node: r.Node, VCPUs: r.VCPUs, MemoryBytes: r.MemoryBytes,
 		Boot: r.Boot, CD: r.CD, Critical: r.Critical, Starts: r.StartSeq,
-		Volumes: []unit.VMVolume{},
+		Volumes:   []unit.VMVolume{},
+		Placement: unit.Placement{Policy: r.Placement.Policy, PM: r.Placement.PM}, Home: r.Home,
+	}
+	if v.Placement.Policy == "" {
+		v.Placement.Policy = unit.PlaceAuto
 	}
 	for _, c := range r.Crashes {
 		if s.Now.Sub(c) < DefaultMTBFWindow {

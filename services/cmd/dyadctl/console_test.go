@@ -297,14 +297,14 @@ func TestVMConsoleRawTerminal(t *testing.T) {
 	}
 }
 
-// TestVMConsoleCommand: "dyadctl vm console" reaches the session (stdin is
-// the test's own, so only a refusal is tried): a VM without a console fails
-// with the commands its state allows.
+// TestVMConsoleCommand: "dyadctl vm console" reaches the session (only a
+// refusal is tried): a VM without a console fails with the commands its
+// state allows.
 func TestVMConsoleCommand(t *testing.T) {
 	f := &consoleCtlVMs{ctlVMs: testCtlVMs(), guests: make(chan net.Conn, 1)}
 	env := startVMs(t, f)
 	var stdout, stderr bytes.Buffer
-	code := run(t.Context(), []string{"vm", "console", "db"}, &stdout, &stderr, env)
+	code := run(t.Context(), []string{"vm", "console", "db"}, strings.NewReader(""), &stdout, &stderr, env)
 	if code != exitFail || !strings.Contains(stderr.String(), "dyadctl vm start db") {
 		t.Errorf("vm console db: exit %d, stderr %q; want %d and the allowed commands", code, stderr.String(), exitFail)
 	}

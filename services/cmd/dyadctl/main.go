@@ -25,9 +25,42 @@ import (
 const usageText = `Usage: dyadctl [flags] COMMAND
 
 Commands:
-  unit show       the unit: name, management IP, primary, PMs and alerts
-  pm list         the PMs of the unit
-  pm show ID      one PM with its heartbeat paths and hardware
+  unit show       the unit: name, management IP, primary, quorum, PMs and
+                  alerts
+  unit force-quorum [--yes]
+                  let the primary run the unit's VMs alone while it waits for
+                  a quorum lease it cannot get; if the peer PM is in fact
+                  running them, both write the same volumes (split brain).
+                  Asks on the terminal unless --yes
+  unit shutdown [--yes] [--timeout S]
+                  shut down every VM, then both PMs; asks on the terminal
+                  unless --yes. S bounds each VM's shutdown (seconds or a
+                  duration such as 5m); past it the VM is powered off
+  unit rolling-reboot [--yes]
+                  reboot the PMs one after the other, each after its VMs have
+                  moved to the other PM; asks on the terminal unless --yes
+  pm list         the PMs of the unit with their failures and allowed commands
+  pm show ID      one PM with its heartbeat paths, BMC and hardware
+  pm work-on ID [--yes]
+                  put PM ID in Maintenance: its VMs move to the other PM; if
+                  some cannot, the unit names them and dyadctl asks before
+                  they are shut down (--yes: without asking)
+  pm finalize ID  take PM ID out of Maintenance, back into service
+  pm shutdown ID [--yes]
+  pm power-off ID [--yes]
+                  shut down or power off PM ID (in Maintenance, without VMs);
+                  asks on the terminal unless --yes
+  pm power-on ID  power PM ID on through its BMC
+  pm reset-device ID
+                  forget PM ID's failures and return it to service
+  pm bmc ID --addr HOST[:PORT] --user USER [--password-file FILE]
+  pm bmc ID --remove
+                  set or remove the BMC (IPMI) through which the unit powers
+                  PM ID on and off; the password is asked on the terminal
+                  without echo, or read from FILE, never given as an argument
+  audit [--limit N]
+                  the operators' operations (who, what, result), newest first;
+                  N from 1 to 1000, default 100
   alert list      the active alerts
   network list    the shared networks with their port on each PM
   network rename ID NAME
@@ -108,13 +141,14 @@ var errUsage = errors.New("usage error")
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr, os.Getenv)
+	code := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr, os.Getenv)
 	stop()
 	os.Exit(code)
 }
 
-// run executes one dyadctl command line and returns the exit code.
-func run(ctx context.Context, args []string, stdout, stderr io.Writer, env func(string) string) int {
+// run executes one dyadctl command line and returns the exit code. stdin
+// is the operator's terminal for the commands that ask or attach one.
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, env func(string) string) int {
 	fs := flag.NewFlagSet("dyadctl", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	url := fs.String("url", envOr(env, "DYAD_URL", "http://127.0.0.1"), "API base URL (env DYAD_URL)")
@@ -151,15 +185,34 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, env func(
 	}
 	c := apiclient.New(*url, *user, *password, &http.Client{Timeout: *timeout})
 	if cmd.session != nil {
-		if err := cmd.session(ctx, c, stdout); err != nil {
+		if err := cmd.session(ctx, c, stdin, stdout); err != nil {
 			fmt.Fprintf(stderr, "dyadctl: %s: %v\n", cmd.name, err)
 			return exitFail
 		}
 		return exitOK
 	}
-	v, err := cmd.fetch(ctx, c)
+	if cmd.confirm != nil {
+		// The question goes to stderr: stdout keeps only the result,
+		// which may be JSON for a script.
+		if err := cmd.confirm(ctx, c, stdin, stderr); err != nil {
+			fmt.Fprintf(stderr, "dyadctl: %s: %v\n", cmd.name, err)
+			if errors.Is(err, errNotAsked) {
+				return exitUsage
+			}
+			return exitFail
+		}
+	}
+	var v any
+	if cmd.ask != nil {
+		v, err = cmd.ask(ctx, c, stdin, stderr)
+	} else {
+		v, err = cmd.fetch(ctx, c)
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "dyadctl: %s: %v\n", cmd.name, err)
+		if errors.Is(err, errNotAsked) {
+			return exitUsage
+		}
 		return exitFail
 	}
 	if *asJSON {
@@ -184,10 +237,17 @@ func envOr(env func(string) string, key, def string) string {
 // command is one parsed command: what to fetch and how to show it, or an
 // interactive session (a console) that writes to stdout itself.
 type command struct {
-	name    string
-	fetch   func(context.Context, *apiclient.Client) (any, error)
-	print   func(io.Writer, any) error
-	session func(context.Context, *apiclient.Client, io.Writer) error
+	name  string
+	fetch func(context.Context, *apiclient.Client) (any, error)
+	print func(io.Writer, any) error
+	// confirm, when set, asks the operator before fetch changes anything;
+	// an error refuses the command.
+	confirm func(ctx context.Context, c *apiclient.Client, stdin io.Reader, prompt io.Writer) error
+	// ask, when set, replaces fetch for a command that may have to ask the
+	// operator on the way (a Work On the unit wants confirmed, a
+	// password).
+	ask     func(ctx context.Context, c *apiclient.Client, stdin io.Reader, prompt io.Writer) (any, error)
+	session func(ctx context.Context, c *apiclient.Client, stdin io.Reader, stdout io.Writer) error
 }
 
 func parseCommand(args []string) (command, error) {
@@ -202,6 +262,12 @@ func parseCommand(args []string) (command, error) {
 			fetch: func(ctx context.Context, c *apiclient.Client) (any, error) { return c.Unit(ctx) },
 			print: func(w io.Writer, v any) error { return printUnit(w, v.(unit.Unit)) },
 		}, nil
+	case len(args) >= 2 && args[0] == "unit" && args[1] == "force-quorum":
+		return parseUnitForceQuorum(words, args[2:])
+	case len(args) >= 2 && args[0] == "unit" && (args[1] == unit.UnitShutdown || args[1] == unit.UnitRollingReboot):
+		return parseUnitCommand(words, args[1], args[2:])
+	case len(args) >= 1 && args[0] == "audit":
+		return parseAudit(words, args[1:])
 	case len(args) == 2 && args[0] == "pm" && args[1] == "list":
 		return command{
 			name:  words,
@@ -266,6 +332,9 @@ func parseCommand(args []string) (command, error) {
 	if cmd, ok, err := parseVMCommand(args); ok {
 		return cmd, err
 	}
+	if cmd, ok, err := parsePMCommand(args); ok {
+		return cmd, err
+	}
 	return command{}, fmt.Errorf("%w: unknown command %q", errUsage, words)
 }
 
@@ -307,6 +376,13 @@ func printUnit(w io.Writer, u unit.Unit) error {
 	fmt.Fprintf(tw, "Epoch:\t%d\n", u.Epoch)
 	fmt.Fprintf(tw, "Image version:\t%s\n", orDash(u.ImageVersion))
 	fmt.Fprintf(tw, "Time:\t%s\n", formatTime(u.Time))
+	fmt.Fprintf(tw, "Quorum:\t%s\n", quorumLine(u.Quorum))
+	if u.Quorum.Holder != 0 {
+		fmt.Fprintf(tw, "Lease holder:\t%s\n", quorumHolder(u.Quorum))
+	}
+	if u.Quorum.Error != "" {
+		fmt.Fprintf(tw, "Quorum error:\t%s\n", u.Quorum.Error)
+	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
@@ -324,11 +400,11 @@ func printPMs(w io.Writer, pms []unit.PM) error {
 		return err
 	}
 	tw := newTable(w)
-	fmt.Fprintln(tw, "ID\tNAME\tSTATE\tROLE\tPRIV0\tIBIZ0\tUPTIME\tVERSION")
+	fmt.Fprintln(tw, "ID\tNAME\tSTATE\tROLE\tPRIV0\tIBIZ0\tUPTIME\tFAILURES\tVERSION\tALLOWED")
 	for _, pm := range pms {
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", pm.ID, orDash(pm.Name), orDash(string(pm.State)),
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", pm.ID, orDash(pm.Name), pmStateText(pm),
 			orDash(string(pm.Role)), pathState(pm.Paths, unit.PathPriv0), pathState(pm.Paths, unit.PathIbiz0),
-			unit.FormatUptime(pm.UptimeSeconds), orDash(pm.ImageVersion))
+			unit.FormatUptime(pm.UptimeSeconds), pm.Failures, orDash(pm.ImageVersion), orDash(strings.Join(pm.Allowed, ",")))
 	}
 	return tw.Flush()
 }
@@ -337,7 +413,7 @@ func printPM(w io.Writer, pm unit.PM) error {
 	tw := newTable(w)
 	fmt.Fprintf(tw, "ID:\t%d\n", pm.ID)
 	fmt.Fprintf(tw, "Name:\t%s\n", orDash(pm.Name))
-	fmt.Fprintf(tw, "State:\t%s\n", orDash(string(pm.State)))
+	fmt.Fprintf(tw, "State:\t%s\n", pmStateText(pm))
 	fmt.Fprintf(tw, "Activity:\t%s\n", orDash(pm.Activity))
 	fmt.Fprintf(tw, "Role:\t%s\n", orDash(string(pm.Role)))
 	fmt.Fprintf(tw, "Uptime:\t%s\n", unit.FormatUptime(pm.UptimeSeconds))
@@ -345,6 +421,14 @@ func printPM(w io.Writer, pm unit.PM) error {
 	fmt.Fprintf(tw, "Boot ID:\t%s\n", orDash(pm.BootID))
 	fmt.Fprintf(tw, "Addresses:\t%s\n", orDash(strings.Join(pm.Addresses, ", ")))
 	fmt.Fprintf(tw, "Last seen:\t%s\n", formatTime(pm.LastSeen))
+	fmt.Fprintf(tw, "Maintenance:\t%s\n", yesNo(pm.Maintenance))
+	fmt.Fprintf(tw, "Failures:\t%d within the last hour\n", pm.Failures)
+	fmt.Fprintf(tw, "Allowed:\t%s\n", orDash(strings.Join(pm.Allowed, ", ")))
+	bmc := "none"
+	if pm.BMC != nil {
+		bmc = pm.BMC.Addr + ", user " + pm.BMC.User
+	}
+	fmt.Fprintf(tw, "BMC:\t%s\n", bmc)
 	if err := tw.Flush(); err != nil {
 		return err
 	}
@@ -394,6 +478,13 @@ func pathState(paths []unit.Path, name string) string {
 		}
 	}
 	return "-"
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
 }
 
 func upDown(up bool) string {

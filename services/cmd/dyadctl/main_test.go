@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http/httptest"
 	"reflect"
 	"strings"
@@ -91,13 +92,16 @@ func testUnit() unit.Unit {
 				ID: 1, Name: "pm1", State: unit.PMRunning, Role: unit.RolePrimary, UptimeSeconds: 93784, ImageVersion: "0.1.0",
 				Paths:     []unit.Path{{Name: "priv0", Up: true, LastSeen: t0}, {Name: "ibiz0", Up: true, LastSeen: t0}},
 				Addresses: []string{"10.99.0.1/24", "10.99.0.10/24"}, BootID: "b00t",
+				Allowed: []string{unit.PMWorkOn}, BMC: &unit.BMC{Addr: "10.99.0.101:623", User: "ADMIN"},
 			},
 			{
 				ID: 2, Name: "pm2", State: unit.PMMaintenance, Role: unit.RoleSecondary, UptimeSeconds: 42, ImageVersion: "0.1.0",
-				Paths: []unit.Path{{Name: "priv0", Up: true, LastSeen: t0}, {Name: "ibiz0", Up: false}},
+				Paths:       []unit.Path{{Name: "priv0", Up: true, LastSeen: t0}, {Name: "ibiz0", Up: false}},
+				Maintenance: true, Failures: 1, Allowed: []string{unit.PMFinalize, unit.PMShutdown, unit.PMPowerOff, unit.PMResetDevice},
 			},
 		},
 		Alerts: []unit.Alert{{ID: "ibiz0-pm2", Severity: unit.SevWarning, Source: "pm2", Message: "heartbeat path ibiz0 down", Since: t0}},
+		Quorum: unit.Quorum{Servers: []string{"10.99.0.200:7413"}, Verdict: "run", Reason: "both PMs are heard", Holder: 1, LeaseSeconds: 3.5},
 	}
 }
 
@@ -120,8 +124,14 @@ func start(t *testing.T, src webui.Source) func(string) string {
 
 func runCmd(t *testing.T, env func(string) string, args ...string) (int, string, string) {
 	t.Helper()
+	return runCmdIn(t, env, strings.NewReader(""), args...)
+}
+
+// runCmdIn runs dyadctl with stdin.
+func runCmdIn(t *testing.T, env func(string) string, stdin io.Reader, args ...string) (int, string, string) {
+	t.Helper()
 	var stdout, stderr bytes.Buffer
-	code := run(t.Context(), args, &stdout, &stderr, env)
+	code := run(t.Context(), args, stdin, &stdout, &stderr, env)
 	return code, stdout.String(), stderr.String()
 }
 
@@ -132,9 +142,9 @@ func TestTables(t *testing.T) {
 	}{
 		{
 			args: []string{"pm", "list"},
-			want: `ID  NAME  STATE                     ROLE       PRIV0  IBIZ0  UPTIME  VERSION
-1   pm1   running                   primary    up     up     1d 2h   0.1.0
-2   pm2   running (in Maintenance)  secondary  up     down   42s     0.1.0
+			want: `ID  NAME  STATE                     ROLE       PRIV0  IBIZ0  UPTIME  FAILURES  VERSION  ALLOWED
+1   pm1   running                   primary    up     up     1d 2h   0         0.1.0    work-on
+2   pm2   running (in Maintenance)  secondary  up     down   42s     1         0.1.0    finalize,shutdown,power-off,reset-device
 `,
 		},
 		{
@@ -151,11 +161,13 @@ Primary:        pm1 (PM 1)
 Epoch:          7
 Image version:  0.1.0
 Time:           2026-11-22 05:00:00 UTC
+Quorum:         10.99.0.200:7413 — run: both PMs are heard
+Lease holder:   PM 1 (3s left)
 
 PMs:
-ID  NAME  STATE                     ROLE       PRIV0  IBIZ0  UPTIME  VERSION
-1   pm1   running                   primary    up     up     1d 2h   0.1.0
-2   pm2   running (in Maintenance)  secondary  up     down   42s     0.1.0
+ID  NAME  STATE                     ROLE       PRIV0  IBIZ0  UPTIME  FAILURES  VERSION  ALLOWED
+1   pm1   running                   primary    up     up     1d 2h   0         0.1.0    work-on
+2   pm2   running (in Maintenance)  secondary  up     down   42s     1         0.1.0    finalize,shutdown,power-off,reset-device
 
 Alerts:
 SEVERITY  SOURCE  SINCE                    MESSAGE
@@ -174,6 +186,10 @@ Image version:  0.1.0
 Boot ID:        b00t
 Addresses:      10.99.0.1/24, 10.99.0.10/24
 Last seen:      -
+Maintenance:    no
+Failures:       0 within the last hour
+Allowed:        work-on
+BMC:            10.99.0.101:623, user ADMIN
 
 Heartbeat paths:
 PATH   STATE  LAST SEEN

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -155,8 +154,8 @@ func parseVMCommand(args []string) (cmd command, ok bool, err error) {
 			// The console is a session, not a fetch: it reads the
 			// operator's terminal until Ctrl-] or the VM goes away.
 			// runVMConsole reads its own arguments (the VM, any flags).
-			session: func(ctx context.Context, c *apiclient.Client, stdout io.Writer) error {
-				return runVMConsole(ctx, c, rest, os.Stdin, stdout)
+			session: func(ctx context.Context, c *apiclient.Client, stdin io.Reader, stdout io.Writer) error {
+				return runVMConsole(ctx, c, rest, stdin, stdout)
 			},
 		}, true, nil
 	case "serial-log":

@@ -1,7 +1,10 @@
 // Dyad console: refreshes the dashboard from /api/v1/unit (and, when the
-// page has those sections, /api/v1/vms, /api/v1/volumes and
-// /api/v1/storage-groups) every 2 s. The server renders the first state; this script only keeps it
-// current. Every value goes through textContent, never innerHTML.
+// page has those sections, /api/v1/vms, /api/v1/volumes,
+// /api/v1/storage-groups and /api/v1/audit) every 2 s. The server renders
+// the first state; this script keeps it current and sends the operator's
+// commands (PM and unit commands, Force Quorum), asking first where a
+// command stops machines or risks data.
+// Every value goes through textContent, never innerHTML.
 "use strict";
 
 (function () {
@@ -56,6 +59,37 @@
     return out;
   }
 
+  // Same rules as pmStateText in dashboard.go.
+  function pmState(pm) {
+    let st = String(pm.state || "");
+    if (pm.maintenance && st.indexOf("Maintenance") < 0) st += " (in Maintenance)";
+    return st;
+  }
+
+  // Same names as pmCommandLabel in dashboard.go.
+  const pmCommandLabels = {
+    "work-on": "Work On",
+    "finalize": "Finalize",
+    "shutdown": "Shutdown",
+    "power-off": "Power Off",
+    "power-on": "Power On",
+    "reset-device": "Reset Device",
+  };
+
+  function pmCommandLabel(cmd) {
+    return pmCommandLabels[cmd] || cmd;
+  }
+
+  // opsOn: the server runs PM and unit commands, so the PM table has a
+  // column of command buttons.
+  function opsOn() {
+    return !!document.querySelector("#pm-table[data-ops]");
+  }
+
+  function pmColumns() {
+    return opsOn() ? 9 : 8;
+  }
+
   function pmRow(pm) {
     const tr = el("tr");
     tr.dataset.pm = pm.id;
@@ -63,7 +97,7 @@
     name.appendChild(el("span", "muted", "PM " + pm.id));
     tr.appendChild(name);
     const state = el("td");
-    state.appendChild(el("span", "badge state-" + token(pm.state), pm.state));
+    state.appendChild(el("span", "badge state-" + token(pm.state), pmState(pm)));
     tr.appendChild(state);
     tr.appendChild(el("td", "", pm.activity || ""));
     tr.appendChild(el("td", "role role-" + token(pm.role), pm.role));
@@ -76,8 +110,174 @@
     });
     tr.appendChild(paths);
     tr.appendChild(el("td", "", uptime(pm.uptime_seconds)));
+    const failures = pm.failures || 0;
+    tr.appendChild(el("td", "failures" + (failures ? " has-failures" : ""), String(failures)));
     tr.appendChild(el("td", "", pm.image_version || ""));
+    if (opsOn()) {
+      const cmds = el("td", "commands pm-commands");
+      const allowed = pm.allowed || [];
+      if (allowed.length === 0) cmds.appendChild(el("span", "muted", "none"));
+      allowed.forEach(function (c) {
+        const b = el("button", "command", pmCommandLabel(c));
+        b.type = "button";
+        b.dataset.command = c;
+        cmds.appendChild(b);
+      });
+      tr.appendChild(cmds);
+    }
     return tr;
+  }
+
+  // Same rules as quorumServers, quorumVerdict and quorumHolder in
+  // dashboard.go.
+  function quorumServers(q) {
+    return q.servers && q.servers.length ? q.servers.join(", ") : "none configured";
+  }
+
+  function quorumVerdict(q) {
+    return (q.verdict || "unknown") + (q.forced ? " (forced)" : "");
+  }
+
+  function quorumHolder(q) {
+    if (!q.holder) return "none";
+    let h = "PM " + q.holder;
+    if (q.lease_seconds > 0) h += " (" + uptime(q.lease_seconds) + " left)";
+    return h;
+  }
+
+  function showText(e, text) {
+    e.textContent = text || "";
+    e.hidden = !text;
+  }
+
+  function renderQuorum(q) {
+    const section = document.getElementById("quorum");
+    if (!section) return;
+    q = q || {};
+    const f = function (name) { return section.querySelector('[data-quorum="' + name + '"]'); };
+    f("servers").textContent = quorumServers(q);
+    const verdict = f("verdict");
+    verdict.textContent = quorumVerdict(q);
+    verdict.className = "badge quorum-" + token(q.verdict);
+    showText(f("reason"), q.reason);
+    showText(f("error"), q.error);
+    const force = document.getElementById("force-quorum");
+    // Only while this PM waits: forcing a PM that runs, or one that lost
+    // to a live peer, is what the lease is there to prevent.
+    if (force) force.hidden = q.verdict !== "wait";
+  }
+
+  function setQuorumStatus(text, bad) {
+    const s = document.getElementById("quorum-status");
+    showText(s, text);
+    s.classList.toggle("status-error", bad);
+  }
+
+  // post sends a command with its JSON body and returns the answer's
+  // status and JSON body (null when it has none). A 401 goes to the login
+  // page.
+  async function post(path, body) {
+    const resp = await fetch(path, {
+      method: "POST",
+      headers: { "Accept": "application/json", "Content-Type": "application/json", "X-Dyad-Console": "1" },
+      credentials: "same-origin",
+      cache: "no-store",
+      body: JSON.stringify(body),
+    });
+    if (resp.status === 401) {
+      window.location.assign("/login");
+      throw notLoggedIn;
+    }
+    let data = null;
+    try { data = await resp.json(); } catch (e) { /* keep the status */ }
+    return { ok: resp.ok, status: resp.status, body: data, text: resp.status + " " + resp.statusText };
+  }
+
+  function failure(r) {
+    return new Error((r.body && r.body.error) || r.text);
+  }
+
+  function setOpsStatus(id, text, bad) {
+    const s = document.getElementById(id);
+    if (!s) return;
+    showText(s, text);
+    s.classList.toggle("status-error", bad);
+  }
+
+  // forceQuorum asks the operator to accept the risk the server describes,
+  // then sends the confirmation the API requires.
+  async function forceQuorum(button) {
+    if (!window.confirm(button.dataset.risk + "\n\nForce quorum on this PM?")) return;
+    button.disabled = true;
+    setQuorumStatus("Forcing quorum…", false);
+    try {
+      const r = await post("/api/v1/unit/actions/force-quorum", { confirm: true });
+      if (!r.ok) throw failure(r);
+      render(r.body);
+      setQuorumStatus("Quorum forced: this PM runs the unit's VMs alone.", false);
+    } catch (e) {
+      if (e !== notLoggedIn) setQuorumStatus("Force Quorum failed: " + e.message, true);
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  // pmQuestions are asked before the PM commands that stop a PM.
+  const pmQuestions = {
+    "shutdown": "Shut down PM %? It stays off until powered on.",
+    "power-off": "Power off PM % at once, as pulling its power cord?",
+  };
+
+  // pmCommand sends a PM command. A Work On that would shut down VMs is
+  // refused with 409 while Work On is still allowed: the page shows the
+  // VMs named and sends it again with the confirmation only if the
+  // operator accepts.
+  async function pmCommand(button) {
+    const row = button.closest("tr");
+    const id = row.dataset.pm, cmd = button.dataset.command, label = pmCommandLabel(cmd);
+    const question = pmQuestions[cmd];
+    if (question && !window.confirm(question.replace("%", id))) return;
+    const path = "/api/v1/pms/" + encodeURIComponent(id) + "/actions/" + encodeURIComponent(cmd);
+    button.disabled = true;
+    setOpsStatus("pm-ops-status", label + " PM " + id + "…", false);
+    try {
+      let r = await post(path, {});
+      if (r.status === 409 && cmd === "work-on" && r.body && (r.body.allowed || []).indexOf("work-on") >= 0) {
+        if (!window.confirm(r.body.error + "\n\nWork On PM " + id + " anyway, shutting those VMs down?")) {
+          setOpsStatus("pm-ops-status", "Work On PM " + id + " cancelled: nothing was changed.", false);
+          return;
+        }
+        r = await post(path, { confirm: true });
+      }
+      if (!r.ok) throw failure(r);
+      setOpsStatus("pm-ops-status", label + " PM " + id + ": done; the PM is " + pmState(r.body) + ".", false);
+      // The command is done: a failed refresh is the periodic refresh's
+      // to report, not the command's.
+      update().catch(function () {});
+    } catch (e) {
+      if (e !== notLoggedIn) setOpsStatus("pm-ops-status", label + " PM " + id + " failed: " + e.message, true);
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  // unitCommand asks the question of its button, then sends the command.
+  async function unitCommand(button) {
+    const cmd = button.dataset.unitCommand, label = button.textContent;
+    if (!window.confirm(button.dataset.question)) return;
+    button.disabled = true;
+    setOpsStatus("unit-ops-status", label + " of the unit…", false);
+    try {
+      const r = await post("/api/v1/unit/actions/" + encodeURIComponent(cmd), {});
+      if (!r.ok) throw failure(r);
+      setOpsStatus("unit-ops-status", label + " of the unit started.", false);
+      render(r.body);
+      update().catch(function () {});
+    } catch (e) {
+      if (e !== notLoggedIn) setOpsStatus("unit-ops-status", label + " of the unit failed: " + e.message, true);
+    } finally {
+      button.disabled = false;
+    }
   }
 
   function alertItem(a) {
@@ -168,6 +368,33 @@
     s.classList.remove("status-error");
   }
 
+  // Same rule as okStatus in dashboard.go.
+  function okStatus(st) {
+    return st >= 200 && st <= 399;
+  }
+
+  function auditRow(a) {
+    const tr = el("tr");
+    tr.dataset.seq = a.seq;
+    tr.appendChild(el("td", "", formatTime(a.time)));
+    tr.appendChild(el("td", "", a.user || ""));
+    tr.appendChild(el("td", "", a.remote || ""));
+    tr.appendChild(el("td", "action", a.action || ""));
+    tr.appendChild(el("td", "", String(a.status)));
+    tr.appendChild(el("td", "result " + (okStatus(a.status) ? "ok" : "failed"), a.result || ""));
+    return tr;
+  }
+
+  function renderAudit(recs) {
+    const rows = document.getElementById("audit-rows");
+    if (recs.length === 0) rows.replaceChildren(emptyRow(6, "No operations recorded."));
+    else rows.replaceChildren.apply(rows, recs.map(auditRow));
+    const s = document.getElementById("audit-status");
+    s.textContent = "";
+    s.hidden = true;
+    s.classList.remove("status-error");
+  }
+
   function vmRow(v) {
     const tr = el("tr");
     tr.dataset.vm = v.id;
@@ -251,6 +478,21 @@
     }
   }
 
+  // refreshAudit updates the audit section, when the page has one; its
+  // failures show in the section.
+  async function refreshAudit() {
+    if (!document.getElementById("audit")) return;
+    try {
+      renderAudit((await getJSON("/api/v1/audit?limit=20")) || []);
+    } catch (e) {
+      if (e === notLoggedIn) throw e;
+      const s = document.getElementById("audit-status");
+      s.textContent = "Cannot refresh the audit log: " + e.message;
+      s.hidden = false;
+      s.classList.add("status-error");
+    }
+  }
+
   function render(u) {
     const fields = {
       name: u.name,
@@ -268,14 +510,12 @@
     const rows = document.getElementById("pm-rows");
     const pms = u.pms || [];
     if (pms.length === 0) {
-      const tr = el("tr");
-      const td = el("td", "muted", "No PM reported.");
-      td.colSpan = 7;
-      tr.appendChild(td);
-      rows.replaceChildren(tr);
+      rows.replaceChildren(emptyRow(pmColumns(), "No PM reported."));
     } else {
       rows.replaceChildren.apply(rows, pms.map(pmRow));
     }
+
+    renderQuorum(u.quorum);
 
     const list = document.getElementById("alerts");
     const alerts = u.alerts || [];
@@ -294,10 +534,15 @@
     s.classList.toggle("status-error", bad);
   }
 
+  // update reads the unit and the page's other sections once.
+  async function update() {
+    render(await getJSON("/api/v1/unit"));
+    await Promise.all([refreshVMs(), refreshStorage(), refreshAudit()]);
+  }
+
   async function refresh() {
     try {
-      render(await getJSON("/api/v1/unit"));
-      await Promise.all([refreshVMs(), refreshStorage()]);
+      await update();
     } catch (e) {
       if (e === notLoggedIn) {
         window.location.assign("/login");
@@ -312,6 +557,22 @@
       window.setTimeout(refresh, refreshMs);
     }
   }
+
+  const forceButton = document.getElementById("force-quorum-button");
+  if (forceButton) {
+    forceButton.addEventListener("click", function () { forceQuorum(forceButton); });
+  }
+
+  // The PM rows are rendered again on every refresh: one listener on
+  // their table serves the buttons of every rendering.
+  const pmRows = document.getElementById("pm-rows");
+  pmRows.addEventListener("click", function (ev) {
+    const b = ev.target.closest("button[data-command]");
+    if (b && !b.disabled) pmCommand(b);
+  });
+  document.querySelectorAll("button[data-unit-command]").forEach(function (b) {
+    b.addEventListener("click", function () { unitCommand(b); });
+  });
 
   window.setTimeout(refresh, refreshMs);
 })();

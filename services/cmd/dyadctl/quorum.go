@@ -1,0 +1,136 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/dyad-ha/dyad/services/apiclient"
+	"github.com/dyad-ha/dyad/services/unit"
+)
+
+// forceQuorumRisk is what dyadctl tells the operator before it forces
+// quorum: the risk in the API's words, and the step that avoids it.
+const forceQuorumRisk = "Force Quorum lets this PM run the unit's VMs alone without proof that its peer is down.\n" +
+	"If the peer is running them, both PMs write the same volumes (split brain) and one\n" +
+	"side's writes must later be discarded. Make sure the peer PM is powered off first."
+
+// errNotAsked refuses a Force Quorum that dyadctl cannot ask about; like a
+// delete without --yes, it is a usage error.
+var errNotAsked = errors.New("not confirmed")
+
+// errDeclined is the operator's "no".
+var errDeclined = errors.New("not confirmed: nothing was changed")
+
+// parseUnitForceQuorum parses "unit force-quorum [--yes]" (args after
+// "force-quorum").
+func parseUnitForceQuorum(words string, args []string) (command, error) {
+	fs := subFlags("unit force-quorum")
+	yes := fs.Bool("yes", false, "do not ask: the operator has made sure the peer PM is down")
+	pos, err := parseFlags(fs, args)
+	if err != nil {
+		return command{}, err
+	}
+	if len(pos) != 0 {
+		return command{}, fmt.Errorf("%w: unit force-quorum takes no arguments, only --yes", errUsage)
+	}
+	return command{
+		name: words,
+		confirm: func(ctx context.Context, c *apiclient.Client, stdin io.Reader, prompt io.Writer) error {
+			if *yes {
+				return nil
+			}
+			return askForceQuorum(ctx, c, stdin, prompt)
+		},
+		fetch: func(ctx context.Context, c *apiclient.Client) (any, error) { return c.ForceQuorum(ctx) },
+		print: func(w io.Writer, v any) error { return printForced(w, v.(unit.Unit)) },
+	}, nil
+}
+
+// askForceQuorum shows the unit's quorum and the risk, and asks the
+// operator to type yes. It asks only on a terminal: a script's stdin
+// would answer whatever it holds, so a script must say --yes.
+func askForceQuorum(ctx context.Context, c *apiclient.Client, stdin io.Reader, prompt io.Writer) error {
+	if _, ok := terminalFd(stdin); !ok {
+		return fmt.Errorf("%w: stdin is not a terminal, so dyadctl cannot ask; once you have made sure the peer PM is down, run again with --yes", errNotAsked)
+	}
+	u, err := c.Unit(ctx)
+	if err != nil {
+		return fmt.Errorf("reading the unit's quorum: %w", err)
+	}
+	fmt.Fprintf(prompt, "Quorum: %s\n\n%s\n\nType yes to force quorum: ", quorumLine(u.Quorum), forceQuorumRisk)
+	answer, err := readAnswer(ctx, stdin)
+	if err != nil {
+		return err
+	}
+	if answer != "yes" {
+		return errDeclined
+	}
+	return nil
+}
+
+// readAnswer reads one line from stdin. A read from a terminal does not
+// end with ctx (Ctrl-C only cancels it), so the read is left behind then:
+// dyadctl exits right after.
+func readAnswer(ctx context.Context, stdin io.Reader) (string, error) {
+	type line struct {
+		s   string
+		err error
+	}
+	got := make(chan line, 1)
+	go func() {
+		s, err := bufio.NewReader(stdin).ReadString('\n')
+		got <- line{s, err}
+	}()
+	select {
+	case l := <-got:
+		if l.err != nil && !errors.Is(l.err, io.EOF) {
+			return "", fmt.Errorf("reading the answer: %w", l.err)
+		}
+		return strings.TrimSpace(l.s), nil
+	case <-ctx.Done():
+		return "", fmt.Errorf("%w: interrupted", errDeclined)
+	}
+}
+
+// quorumLine is the unit's quorum in one line: "SERVERS — VERDICT: REASON".
+func quorumLine(q unit.Quorum) string {
+	servers := "none"
+	if len(q.Servers) > 0 {
+		servers = strings.Join(q.Servers, ", ")
+	}
+	verdict := q.Verdict
+	if verdict == "" {
+		verdict = "unknown"
+	}
+	if q.Forced {
+		verdict += " (forced)"
+	}
+	line := servers + " — " + verdict
+	if q.Reason != "" {
+		line += ": " + q.Reason
+	}
+	return line
+}
+
+// quorumHolder shows the PM holding the quorum lease and, for this PM's
+// lease, how long it still runs.
+func quorumHolder(q unit.Quorum) string {
+	if q.Holder == 0 {
+		return "none"
+	}
+	h := fmt.Sprintf("PM %d", q.Holder)
+	if q.LeaseSeconds > 0 {
+		h += " (" + unit.FormatUptime(q.LeaseSeconds) + " left)"
+	}
+	return h
+}
+
+func printForced(w io.Writer, u unit.Unit) error {
+	_, err := fmt.Fprintf(w, "Quorum forced: %s runs the unit's VMs alone until its peer is heard again.\nQuorum: %s\n",
+		u.PrimaryName(), quorumLine(u.Quorum))
+	return err
+}
