@@ -27,6 +27,9 @@ type Lease struct {
 	// Remaining is what is left of the holder's lease by the server's
 	// clock when it answered.
 	Remaining time.Duration
+	// PeerHeard is how long before its answer the server last heard the
+	// unit's other node; negative if never.
+	PeerHeard time.Duration
 }
 
 // retryEvery is how often a request is sent again while no reply comes.
@@ -118,7 +121,8 @@ func (c *Client) Query(ctx context.Context, server string) (Lease, error) {
 
 func lease(server string, rep Reply) Lease {
 	return Lease{Granted: rep.Granted, Holder: rep.Holder, Server: server,
-		Remaining: time.Duration(rep.RemainingMs) * time.Millisecond}
+		Remaining: time.Duration(rep.RemainingMs) * time.Millisecond,
+		PeerHeard: time.Duration(rep.PeerHeardMs) * time.Millisecond}
 }
 
 // call sends one request, again every retryEvery, until its reply comes or

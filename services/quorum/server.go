@@ -31,6 +31,8 @@ type unitState struct {
 	boot   string // the holder's incarnation: only it renews or releases
 	expiry time.Time
 	seen   [2][]bootSeq // per node, most recently accepted last
+	// heard is when each node's last request was accepted.
+	heard [2]time.Time
 }
 
 // bootSeq is the last Seq accepted from one boot of a node.
@@ -55,6 +57,16 @@ func newServer(keys Keys, log *slog.Logger, now func() time.Time) *Server {
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Server{keys: keys, log: log, now: now, quietUntil: now().Add(MaxTTL), units: map[string]*unitState{}}
+}
+
+// NewFreshServer returns a server without the quiet period, for units that
+// have certainly never been granted a lease before (a new lab unit): there
+// is no lease it could have forgotten. A server that may be a restart must
+// use NewServer.
+func NewFreshServer(keys Keys, log *slog.Logger) *Server {
+	s := newServer(keys, log, time.Now)
+	s.quietUntil = time.Time{}
+	return s
 }
 
 // Serve answers requests on conn until ctx ends, then returns ctx.Err().
@@ -132,7 +144,11 @@ func (s *Server) decide(now time.Time, req Request) (Reply, bool) {
 	if !u.accept(req) {
 		return Reply{}, false
 	}
-	rep := Reply{Unit: req.Unit, Node: req.Node, Nonce: req.Nonce}
+	u.heard[req.Node-1] = now
+	rep := Reply{Unit: req.Unit, Node: req.Node, Nonce: req.Nonce, PeerHeardMs: -1}
+	if other := u.heard[2-req.Node]; !other.IsZero() {
+		rep.PeerHeardMs = now.Sub(other).Milliseconds()
+	}
 	held := u.holder != 0 && now.Before(u.expiry)
 	mine := held && u.holder == req.Node && u.boot == req.Boot
 	switch req.Op {

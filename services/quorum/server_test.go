@@ -323,3 +323,56 @@ func TestClientRefusesBadInput(t *testing.T) {
 		}
 	}
 }
+
+// A fresh server grants at once; one that may be a restart does not.
+func TestFreshServerGrantsAtOnce(t *testing.T) {
+	keys := func(unit string) ([]byte, bool) { return testKey, unit == "u1" }
+	for _, tc := range []struct {
+		name  string
+		s     *Server
+		grant bool
+	}{
+		{"fresh", NewFreshServer(keys, nil), true},
+		{"maybe a restart", NewServer(keys, nil), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			conn, err := net.ListenPacket("udp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			ctx, cancel := context.WithCancel(t.Context())
+			defer cancel()
+			go tc.s.Serve(ctx, conn)
+			c := NewClient("u1", 1, "boot-a", testKey)
+			actx, acancel := context.WithTimeout(ctx, 2*time.Second)
+			defer acancel()
+			l, err := c.Acquire(actx, conn.LocalAddr().String(), 4*time.Second)
+			if l.Granted != tc.grant || (err == nil) != tc.grant {
+				t.Errorf("Acquire = %+v, %v; want granted %v", l, err, tc.grant)
+			}
+		})
+	}
+}
+
+// The server tells each node how long ago it heard the other one.
+func TestPeerHeard(t *testing.T) {
+	clock, addr := startServer(t)
+	clock.Advance(MaxTTL) // past the quiet period
+	ctx := t.Context()
+	c1 := NewClient("u1", 1, "boot-1", testKey)
+	c2 := NewClient("u1", 2, "boot-2", testKey)
+	l, err := c1.Query(ctx, addr)
+	if err != nil || l.PeerHeard >= 0 {
+		t.Fatalf("node 1 first: %+v, %v; want the peer never heard", l, err)
+	}
+	clock.Advance(3 * time.Second)
+	l, err = c2.Query(ctx, addr)
+	if err != nil || l.PeerHeard != 3*time.Second {
+		t.Fatalf("node 2: %+v, %v; want node 1 heard 3s ago", l, err)
+	}
+	l, err = c1.Query(ctx, addr)
+	if err != nil || l.PeerHeard != 0 {
+		t.Fatalf("node 1 again: %+v, %v; want node 2 heard just now", l, err)
+	}
+}

@@ -36,7 +36,11 @@ type Reply struct {
 	Holder int `json:"holder"`
 	// RemainingMs is what is left of the holder's lease by the server's
 	// clock, rounded up.
-	RemainingMs int64  `json:"remaining_ms"`
+	RemainingMs int64 `json:"remaining_ms"`
+	// PeerHeardMs is how long ago the server last took a request from the
+	// unit's other node, -1 if never: a PM that cannot hear its peer learns
+	// whether the peer is alive (cut off) or gone.
+	PeerHeardMs int64  `json:"peer_heard_ms"`
 	Error       string `json:"error,omitempty"`
 }
 
@@ -201,6 +205,8 @@ func (r Reply) validate() error {
 		return fmt.Errorf("quorum: holder %d", r.Holder)
 	case r.RemainingMs < 0 || r.RemainingMs > MaxTTL.Milliseconds():
 		return fmt.Errorf("quorum: %d ms remaining outside [0, %d]", r.RemainingMs, MaxTTL.Milliseconds())
+	case r.PeerHeardMs < -1:
+		return fmt.Errorf("quorum: peer heard %d ms ago", r.PeerHeardMs)
 	case r.Holder == 0 && r.RemainingMs != 0:
 		return errors.New("quorum: time remaining without a holder")
 	case r.Granted && r.Holder != r.Node:
