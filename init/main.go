@@ -33,9 +33,16 @@ func main() {
 		st.Log.Warn("dyad-init: cannot route ctrl-alt-del to init", "err", err)
 	}
 	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, unix.SIGTERM, unix.SIGINT, unix.SIGUSR2)
+	signal.Notify(sigs, unix.SIGTERM, unix.SIGINT, unix.SIGUSR2, unix.SIGUSR1)
 	go func() {
 		for sig := range sigs {
+			if sig == unix.SIGUSR1 {
+				select {
+				case st.Fence <- struct{}{}:
+				default: // one is pending already
+				}
+				continue
+			}
 			if req, ok := shutdown.FromSignal(sig); ok {
 				st.Requests <- req
 			}
@@ -63,6 +70,8 @@ func mainLoop(ctx context.Context, st *State) {
 					st.Log.Error("dyad-init: watchdog", "err", err)
 				}
 			}
+		case <-st.Fence:
+			fence(st)
 		case req := <-st.Requests:
 			seq := &shutdown.Sequence{
 				Log:         st.Log,
@@ -80,5 +89,26 @@ func mainLoop(ctx context.Context, st *State) {
 				st.Log.Error("dyad-init: shutdown failed; staying up", "err", err)
 			}
 		}
+	}
+}
+
+// fence resets the PM at once, without an orderly shutdown: the agent asks
+// for it (SIGUSR1) when it has lost the right to run VMs on a partition,
+// and nothing it holds (VMs, DRBD legs, the management address) may linger.
+// The watchdog does it, as the peer expects of a PM that lost: its
+// timeout drops to one second and init stops feeding it. Without a watchdog
+// init resets the PM itself.
+func fence(st *State) {
+	st.Log.Error("dyad-init: fencing this PM: reset by the watchdog")
+	if st.Watchdog != nil {
+		err := st.Watchdog.Fence()
+		st.Watchdog = nil
+		if err == nil {
+			return
+		}
+		st.Log.Error("dyad-init: watchdog cannot fence; resetting", "err", err)
+	}
+	if err := (shutdown.Linux{}).Reboot(unix.LINUX_REBOOT_CMD_RESTART); err != nil {
+		st.Log.Error("dyad-init: reset failed", "err", err)
 	}
 }

@@ -23,6 +23,8 @@ type State struct {
 	Services *supervise.Supervisor
 	Watchdog *watchdog.Watchdog // nil when there is none
 	Requests chan shutdown.Request
+	// Fence asks for an immediate reset by the watchdog (SIGUSR1 from the agent).
+	Fence chan struct{}
 }
 
 // serviceEnv is the whole environment of supervised services and test
@@ -43,6 +45,7 @@ func newState(out io.Writer) *State {
 		Services: supervise.New(log, r, supervise.DefaultConfig(con),
 			supervise.Service{Name: "dyad-agent", Path: "/bin/dyad-agent", Env: serviceEnv()}),
 		Requests: make(chan shutdown.Request, 1),
+		Fence:    make(chan struct{}, 1),
 	}
 }
 

@@ -26,8 +26,8 @@ func parsePages() (*template.Template, error) {
 		"bytes":      unit.FormatBytes,
 		"volState":   unit.Volume.StateText,
 		"qServers":   quorumServers,
-		"qVerdict":   quorumVerdict,
-		"qHolder":    quorumHolder,
+		"qVerdict":   unit.Quorum.VerdictText,
+		"qHolder":    unit.Quorum.HolderText,
 		"pmState":    pmStateText,
 		"pmCommand":  pmCommandLabel,
 		"okStatus":   okStatus,
@@ -223,32 +223,6 @@ func quorumServers(q unit.Quorum) string {
 		return "none configured"
 	}
 	return strings.Join(q.Servers, ", ")
-}
-
-// quorumVerdict shows the verdict, marking one an operator forced: a
-// forced "run" is not proof that the peer is down.
-func quorumVerdict(q unit.Quorum) string {
-	v := q.Verdict
-	if v == "" {
-		v = "unknown"
-	}
-	if q.Forced {
-		v += " (forced)"
-	}
-	return v
-}
-
-// quorumHolder shows which PM holds the quorum lease and, for this PM's
-// lease, how long it still runs.
-func quorumHolder(q unit.Quorum) string {
-	if q.Holder == 0 {
-		return "none"
-	}
-	h := fmt.Sprintf("PM %d", q.Holder)
-	if q.LeaseSeconds > 0 {
-		h += " (" + unit.FormatUptime(q.LeaseSeconds) + " left)"
-	}
-	return h
 }
 
 // pmStateText is a PM's state with its Maintenance: the states of a PM

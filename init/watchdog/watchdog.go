@@ -61,6 +61,15 @@ func (w *Watchdog) Feed() error {
 	return nil
 }
 
+// FenceTimeout is how soon the watchdog resets a PM that fences itself.
+const FenceTimeout = time.Second
+
+// Fence makes the watchdog reset the PM within FenceTimeout; the caller
+// must not feed it again.
+func (w *Watchdog) Fence() error {
+	return w.setTimeout(FenceTimeout)
+}
+
 // Disarm stops the watchdog on an orderly shutdown: drivers without
 // nowayout stop counting when 'V' is written just before close.
 func (w *Watchdog) Disarm() error {

@@ -79,6 +79,10 @@ type Options struct {
 	SyncLink      bool // a second point-to-point link like priv0 (LinkSync0); cmdline dyad.port.sync0=MAC
 	BusinessLinks int  // K segments, bridges biz1..bizK, one NIC LinkBiz(k) per PM on each; at most 9
 	CrossBusiness bool // PM2's biz1 NIC is plugged into segment biz2 and its biz2 NIC into biz1
+	// NoQuorum runs the unit without a quorum server. By default the
+	// harness runs one in the namespace at QuorumAddr and gives it to
+	// the PMs (dyad.quorum).
+	NoQuorum bool
 }
 
 // Unit is a running lab unit. Close it.
@@ -174,6 +178,11 @@ func Start(ctx context.Context, opts Options) (_ *Unit, err error) {
 
 	key := make([]byte, 32)
 	rand.Read(key)
+	if !opts.NoQuorum {
+		if err := u.startQuorum(key); err != nil {
+			return nil, fmt.Errorf("harness: %w", err)
+		}
+	}
 	for n := 1; n <= opts.N; n++ {
 		pm := &PM{
 			n:       n,
@@ -218,6 +227,9 @@ func Start(ctx context.Context, opts Options) (_ *Unit, err error) {
 			"dyad.unitkey=" + hex.EncodeToString(key),
 			"dyad.testchannel=1",
 		}, opts.portCmdline(n)...)
+		if !opts.NoQuorum {
+			cmdline = append(cmdline, "dyad.quorum="+QuorumAddr)
+		}
 		cmdline = append(cmdline, opts.ExtraCmdline...)
 		pm.argv = qemuArgs(qemu, acc, qemuConfig{
 			n:         n,

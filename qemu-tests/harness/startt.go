@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -32,6 +33,14 @@ func StartT(t testing.TB, opts Options) *Unit {
 	kernel := filepath.Join(opts.Out, KernelFile)
 	if _, err := os.Stat(kernel); errors.Is(err, os.ErrNotExist) && os.Getenv("DYAD_REQUIRE_IMAGE") == "" {
 		t.Skipf("no Dyad image: %s does not exist (run make image; DYAD_REQUIRE_IMAGE=1 turns this skip into a failure)", kernel)
+	}
+	if d := os.Getenv("DYAD_KEEP_WORKDIR"); opts.WorkDir == "" && d != "" {
+		// Kept for a post-mortem: the PMs' console logs, disks, QEMU logs.
+		w, err := os.MkdirTemp(d, strings.ReplaceAll(t.Name(), "/", "_")+"-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		opts.WorkDir = w
 	}
 	if opts.WorkDir == "" {
 		opts.WorkDir = t.TempDir()

@@ -1,6 +1,7 @@
 package scenario
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os/exec"
@@ -292,16 +293,38 @@ func TestResyncDirtyOnly(t *testing.T) {
 	}
 }
 
+// A split brain cannot arise by itself any more (TestPartitionOneWriter):
+// here an operator forces quorum on a PM that cannot prove its peer down,
+// which is the risk Force Quorum warns of.
 func TestSplitBrainDetected(t *testing.T) {
 	ctx := t.Context()
-	u, c := startUnit(t, 2)
+	u := harness.StartT(t, harness.Options{N: 2, NoQuorum: true})
+	c := client(u)
 	v, p := mirroredVolume(t, ctx, c, "split", 32<<20)
 	s := 3 - p
 	t.Logf("cutting every link of pm%d", p)
 	if err := u.PM(p).SetAllLinks(ctx, false); err != nil {
 		t.Fatal(err)
 	}
-	err := harness.WaitFor(ctx, 2*time.Minute, fmt.Sprintf("pm%d to make the volume writable too", s), func(ctx context.Context) (bool, error) {
+	// Without a quorum server the primary keeps running and the
+	// secondary fences itself; back alone, it waits for its peer.
+	err := harness.WaitFor(ctx, formTimeout, fmt.Sprintf("pm%d alone, waiting for quorum", s), func(ctx context.Context) (bool, error) {
+		un, err := c.Unit(ctx)
+		if err != nil {
+			return false, err
+		}
+		return met(un.Primary == s && un.Quorum.Verdict == "wait", "primary %d, quorum %+v", un.Primary, un.Quorum)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(u.PM(s).SerialLog(), fenceLine) {
+		t.Errorf("pm%d did not fence itself", s)
+	}
+	if _, err := c.ForceQuorum(ctx); err != nil {
+		t.Fatal(err)
+	}
+	err = harness.WaitFor(ctx, 2*time.Minute, fmt.Sprintf("pm%d to make the volume writable too", s), func(ctx context.Context) (bool, error) {
 		d, err := procMinor(ctx, u.PM(s), v.Minor)
 		if err != nil {
 			return false, err

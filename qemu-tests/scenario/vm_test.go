@@ -272,6 +272,12 @@ func wantStatus(t *testing.T, what string, err error, status int) {
 func createGuest(t *testing.T, ctx context.Context, u *harness.Unit, c *apiclient.Client) (*testVM, unit.VM) {
 	t.Helper()
 	waitFormed(t, ctx, c)
+	return createGuestWith(t, ctx, u, c, guestSpec())
+}
+
+// createGuestWith is createGuest with another spec, on a formed unit.
+func createGuestWith(t *testing.T, ctx context.Context, u *harness.Unit, c *apiclient.Client, spec unit.VMCreate) (*testVM, unit.VM) {
+	t.Helper()
 	err := harness.WaitFor(ctx, 2*time.Minute, "a storage group on both PMs", func(ctx context.Context) (bool, error) {
 		gs, err := c.StorageGroups(ctx)
 		if err != nil {
@@ -282,7 +288,6 @@ func createGuest(t *testing.T, ctx context.Context, u *harness.Unit, c *apiclien
 	if err != nil {
 		t.Fatal(err)
 	}
-	spec := guestSpec()
 	v, err := c.CreateVM(ctx, spec)
 	if err != nil {
 		t.Fatalf("create VM %+v: %v", spec, err)
@@ -651,20 +656,7 @@ func TestFailoverNoAckLoss(t *testing.T) {
 	// database and the management IP where they are; losing the primary
 	// moves them too, which the timeouts cover.
 	t.Logf("the guest runs on pm%d; the unit primary is pm%d", lost, un.Primary)
-	err = harness.WaitFor(ctx, vmStateTimeout, "the secondary's unit database in step", func(ctx context.Context) (bool, error) {
-		pms, err := c.PMs(ctx)
-		if err != nil {
-			return false, err
-		}
-		var seqs []uint64
-		for _, pm := range pms {
-			seqs = append(seqs, pm.DatabaseSeq)
-		}
-		return met(len(seqs) == 2 && seqs[0] != 0 && seqs[0] == seqs[1], "database positions %v", seqs)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	waitDatabaseInStep(t, ctx, c)
 
 	// The last value the guest reported durable, read right before the
 	// plug is pulled: every write reported later is on the disk too, so

@@ -23,6 +23,7 @@ import (
 	"github.com/dyad-ha/dyad/services/network"
 	"github.com/dyad-ha/dyad/services/network/probe"
 	"github.com/dyad-ha/dyad/services/pmconfig"
+	"github.com/dyad-ha/dyad/services/quorum"
 	"github.com/dyad-ha/dyad/services/store"
 	"github.com/dyad-ha/dyad/services/unit"
 	"github.com/dyad-ha/dyad/services/unitca"
@@ -71,6 +72,12 @@ type Options struct {
 	NewVMs func(taps vm.Taps, changed func()) (VMRunner, error)
 	// Enslave puts a link into a bridge and brings it up (VM taps).
 	Enslave func(ctx context.Context, link, bridge string) error
+	// Fence resets the PM at once (a PM that lost the right to run VMs);
+	// nil asks init (InitFence).
+	Fence func() error
+	// Power shuts this PM down ("shutdown", "poweroff") or reboots it
+	// ("reboot"); nil asks init (InitPower).
+	Power func(action string) error
 }
 
 // Network is what the agent needs from the PM's network stack.
@@ -146,6 +153,31 @@ type Agent struct {
 	// peerLong calls the peer without an overall time limit: migrations
 	// and console streams last as long as they last.
 	peerLong *http.Client
+	// quorum asks the quorum server for the lease; nil without one.
+	quorum *quorum.Client
+	// lease is what this PM knows of the quorum lease.
+	lease cluster.LeaseState
+	// verdict is the last verdict on the right to run VMs.
+	verdict cluster.Authority
+	// forced: an operator used Force Quorum in this boot.
+	forced bool
+	// fenced: this PM has asked to be reset.
+	fenced bool
+	// provisional: this PM took the primary role alone without the right
+	// to run VMs, at its old epoch; it takes a new epoch once it has the
+	// right, and refuses changes until then.
+	provisional bool
+	// primarySince is when this PM last took the primary role with the
+	// right to run VMs.
+	primarySince time.Time
+	// peerUpBoot is the peer's boot while it is heard; peerLosses are its
+	// losses not yet weighed by the primary's upkeep.
+	peerUpBoot string
+	peerLosses []peerLoss
+	// keptOff is the boot of the out-of-service peer last powered off.
+	keptOff string
+	// askedOff is the peer boot last asked to shut down for a unit Shutdown.
+	askedOff string
 }
 
 // New prepares an agent: opens the unit database and derives the unit CA.
@@ -189,6 +221,14 @@ func New(opt Options) (*Agent, error) {
 	if a.leases == nil {
 		a.leases = DHCP{}
 	}
+	if a.opt.Fence == nil {
+		a.opt.Fence = InitFence
+	}
+	if a.opt.Power == nil {
+		a.opt.Power = InitPower
+	}
+	a.quorum = newQuorumClient(opt)
+	a.forced = a.loadForced()
 	if a.opt.VMs == nil && a.opt.NewVMs != nil {
 		r, err := a.opt.NewVMs(a, a.kickVMs)
 		if err != nil {
@@ -276,6 +316,10 @@ func (a *Agent) Run(ctx context.Context) error {
 			}
 		})
 	})
+	// The quorum lease and the verdict it gives: loops of their own, so a
+	// slow quorum server never delays the loser's stop.
+	wg.Go(func() { every(ctx, cluster.LeaseRenew, func() { a.tendLease(ctx) }) })
+	wg.Go(func() { every(ctx, judgeInterval, func() { a.judge(ctx) }) })
 	// Every PM keeps its kernel network as the unit database wants it and
 	// probes its business ports for the peer's.
 	wg.Go(func() { every(ctx, 2*time.Second, func() { a.reconcileNetwork(ctx) }) })
@@ -393,12 +437,18 @@ func (a *Agent) elect(ctx context.Context) bool {
 	pos := a.db.Position()
 	a.mu.Lock()
 	s := cluster.Situation{Node: a.cfg.Node, Role: a.role, Epoch: a.epoch,
-		DBEpoch: pos.Epoch, DBSeq: pos.Seq, Peer: a.mon.View(time.Now())}
+		DBEpoch: pos.Epoch, DBSeq: pos.Seq, Peer: a.mon.View(time.Now()),
+		Provisional: a.provisional}
 	if a.role == unit.RoleNone {
 		s.Waited = time.Since(a.noneSince)
 	}
 	a.mu.Unlock()
+	s.Verdict = a.authority().Verdict
 	d := cluster.Decide(s)
+	if d.Role == unit.RolePrimary && s.Role == unit.RolePrimary && d.Epoch != s.Epoch {
+		a.log.Info("provisional primary takes a new epoch", "epoch", d.Epoch, "reason", d.Reason)
+		return a.becomePrimary(ctx, d.Epoch)
+	}
 	if d.Role == s.Role {
 		a.mu.Lock()
 		a.epoch = d.Epoch
@@ -411,13 +461,21 @@ func (a *Agent) elect(ctx context.Context) bool {
 		return false
 	}
 	a.log.Info("role change", "from", s.Role, "to", d.Role, "epoch", d.Epoch, "reason", d.Reason)
-	switch d.Role {
-	case unit.RolePrimary:
+	switch {
+	case d.Role == unit.RolePrimary && d.Epoch == s.Epoch:
+		// Provisional: nothing written, no new epoch; the console comes up
+		// so an operator can see why and force quorum.
+		a.mu.Lock()
+		a.role, a.held, a.provisional, a.syncedBoot = unit.RolePrimary, "", true, ""
+		a.mu.Unlock()
+		a.holdMgmt(ctx)
+		return true
+	case d.Role == unit.RolePrimary:
 		return a.becomePrimary(ctx, d.Epoch)
 	default:
 		a.stepDown(ctx, d.Reason)
 		a.mu.Lock()
-		a.role, a.epoch, a.held = d.Role, d.Epoch, ""
+		a.role, a.epoch, a.held, a.provisional = d.Role, d.Epoch, "", false
 		if d.Role == unit.RoleNone {
 			a.noneSince = time.Now()
 		}
@@ -434,10 +492,13 @@ func (a *Agent) becomePrimary(ctx context.Context, epoch uint64) bool {
 		return false
 	}
 	a.mu.Lock()
-	a.role, a.epoch, a.held = unit.RolePrimary, epoch, ""
-	a.syncedBoot = ""
+	was := a.role
+	a.role, a.epoch, a.held, a.provisional = unit.RolePrimary, epoch, "", false
+	a.syncedBoot, a.primarySince = "", time.Now()
 	a.mu.Unlock()
-	a.holdMgmt(ctx)
+	if was != unit.RolePrimary {
+		a.holdMgmt(ctx)
+	}
 	return true
 }
 
@@ -457,7 +518,7 @@ func (a *Agent) stepDownIfDeposed(ctx context.Context) bool {
 	a.stepDown(ctx, "deposed")
 	pos := a.db.Position()
 	a.mu.Lock()
-	a.role, a.epoch, a.held, a.noneSince = unit.RoleNone, pos.Epoch, "", time.Now()
+	a.role, a.epoch, a.held, a.noneSince, a.provisional = unit.RoleNone, pos.Epoch, "", time.Now(), false
 	a.mu.Unlock()
 	return true
 }

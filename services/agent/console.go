@@ -38,6 +38,9 @@ func (a *Agent) startConsole(ip netip.Addr) (*consoleServer, error) {
 		Users:      users{a.db},
 		Storage:    a.storageSource(),
 		VMs:        a.vmSource(),
+		Quorum:     a,
+		Ops:        a,
+		Audit:      auditLog{a},
 		SessionKey: unitca.SessionKey(a.cfg.UnitKey),
 		Node:       a.cfg.Node,
 		Role:       a.Role,
@@ -100,7 +103,11 @@ func (a *Agent) Unit(ctx context.Context) (unit.Unit, error) {
 	}
 	a.mu.Unlock()
 	u.ReplicationPath = a.replicationPath()
-	u.Alerts = alerts.Derive(pms, u.Time)
+	u.Quorum = a.quorumView()
+	if _, uo, err := a.opsRecords(); err == nil {
+		u.Operation = uo.describe()
+	}
+	u.Alerts = append(alerts.Derive(pms, u.Time), quorumAlerts(u.Quorum, a.cfg.Node, u.Time)...)
 	if nets, err := a.sharedNetworks(); err == nil {
 		for _, n := range nets {
 			if n.Problem != "" {
@@ -115,8 +122,9 @@ func (a *Agent) Unit(ctx context.Context) (unit.Unit, error) {
 	if _, sv, err := a.storageView(); err == nil {
 		u.Alerts = append(u.Alerts, sv.Alerts...)
 	}
-	if _, vms, err := a.vmView(); err == nil && a.opt.VMs != nil {
+	if recs, vms, err := a.vmView(); err == nil && a.opt.VMs != nil {
 		u.Alerts = append(u.Alerts, vmAlerts(vms, u.Time)...)
+		u.Alerts = append(u.Alerts, admissionAlerts(recs, a.hosts(), u.Time)...)
 	}
 	if u.ReplicationPath == unit.PathIbiz0 {
 		u.Alerts = append(u.Alerts, unit.Alert{
@@ -212,5 +220,6 @@ func (a *Agent) pms(withHardware bool) ([]unit.PM, error) {
 		}
 		out = append(out, pm)
 	}
+	a.opsView(out)
 	return out, nil
 }

@@ -65,6 +65,7 @@ func (a *Agent) servePeer(ctx context.Context) (*http.Server, error) {
 		json.NewEncoder(w).Encode(a.self())
 	})
 	mux.HandleFunc("POST /peer/v1/storage/volumes/{id}/outdate", a.serveOutdate)
+	mux.HandleFunc("POST /peer/v1/power", a.servePower)
 	mux.HandleFunc("POST /peer/v1/vms/{id}/{op}", a.serveVMOp)
 	mux.HandleFunc("GET /peer/v1/vms/{id}/console/{kind}", a.serveVMConsole)
 	mux.HandleFunc("GET /peer/v1/vms/{id}/serial-log", a.serveSerialLog)

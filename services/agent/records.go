@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/dyad-ha/dyad/services/cluster"
 	"github.com/dyad-ha/dyad/services/store"
 	"github.com/dyad-ha/dyad/services/unit"
 )
@@ -53,6 +54,12 @@ func (a *Agent) records() (map[int]pmRecord, error) {
 // when it is heard, nobody when it is lost (the primary then runs alone and
 // the peer gets a full copy when it returns).
 func (a *Agent) replicator() store.Replicator {
+	a.mu.Lock()
+	provisional := a.provisional
+	a.mu.Unlock()
+	if provisional {
+		return refuse{ErrNoQuorum}
+	}
 	if !a.mon.View(time.Now()).Seen {
 		return nil
 	}
@@ -68,7 +75,9 @@ func (a *Agent) replicator() store.Replicator {
 // Only the primary writes; a write fails (and is retried next round) when the
 // peer is heard but cannot take the change.
 func (a *Agent) reconcile(ctx context.Context) {
-	if a.Role() != unit.RolePrimary {
+	if a.Role() != unit.RolePrimary || a.Verdict().Verdict != cluster.Run {
+		// A primary alone without the right to run VMs records nothing:
+		// its peer may be running the unit with a newer database.
 		return
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -77,12 +86,12 @@ func (a *Agent) reconcile(ctx context.Context) {
 	v := a.mon.View(now)
 	rep := a.replicator()
 
-	if rep != nil {
+	if hr, ok := rep.(*store.HTTPReplicator); ok {
 		a.mu.Lock()
 		synced := a.syncedBoot == v.Peer.BootID
 		a.mu.Unlock()
 		if !synced {
-			if err := rep.(*store.HTTPReplicator).Sync(ctx); err != nil {
+			if err := hr.Sync(ctx); err != nil {
 				a.replicationFailed("bringing the peer's unit database in step", err)
 				return
 			}
@@ -140,6 +149,9 @@ func (a *Agent) reconcile(ctx context.Context) {
 	if err := a.reconcileVMRecords(ctx, rep); err != nil {
 		a.replicationFailed("VM records", err)
 	}
+	if err := a.reconcileOps(ctx); err != nil {
+		a.replicationFailed("unit operations", err)
+	}
 	err = a.db.Update(ctx, rep, func(w store.Writer) error {
 		for id, rec := range want {
 			if cur, ok := recs[id]; ok && cur.same(rec) {
@@ -177,4 +189,35 @@ func (a *Agent) replicationFailed(what string, err error) {
 		a.deposed = true
 		a.mu.Unlock()
 	}
+}
+
+// refuse is the replicator of a PM that may not change the unit database.
+type refuse struct{ err error }
+
+func (r refuse) Replicate(context.Context, store.Batch) error { return r.err }
+
+// commit changes the unit database as fn says, replicated to the peer
+// first. A peer that dies while the change is on its way fails the
+// replication; once the heartbeats too say it is gone, the change is made
+// alone, as every change is while the peer is lost (it gets the whole
+// database when it returns).
+func (a *Agent) commit(ctx context.Context, fn func(w store.Writer) error) error {
+	rep := a.replicator()
+	err := a.db.Update(ctx, rep, fn)
+	if err == nil || rep == nil || errors.Is(err, store.ErrDeposed) || errors.Is(err, ErrNoQuorum) {
+		return err
+	}
+	deadline := time.Now().Add(DeadAfter + BeatInterval)
+	for time.Now().Before(deadline) && a.mon.View(time.Now()).Seen {
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(BeatInterval):
+		}
+	}
+	if a.mon.View(time.Now()).Seen {
+		return err
+	}
+	a.log.Warn("the peer was lost while a change was replicated; making it alone", "err", err)
+	return a.commit(ctx, fn)
 }

@@ -204,7 +204,7 @@ func (a *Agent) RenameNetwork(ctx context.Context, id int, name string) (unit.Ne
 	if err != nil {
 		return unit.Network{}, err
 	}
-	if err := a.db.Update(ctx, a.replicator(), func(w store.Writer) error {
+	if err := a.commit(ctx, func(w store.Writer) error {
 		return w.Put(bucketNetworks, strconv.Itoa(id), b)
 	}); err != nil {
 		return unit.Network{}, err

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/dyad-ha/dyad/services/cluster"
 	"github.com/dyad-ha/dyad/services/pmconfig"
 	"github.com/dyad-ha/dyad/services/storage"
 	"github.com/dyad-ha/dyad/services/storage/drbdhelper"
@@ -85,6 +87,7 @@ func (a *Agent) reconcileStorage(ctx context.Context) {
 		Primary:     primary,
 		DualPrimary: dual,
 		PeerLost:    !v.Seen,
+		Forced:      !v.Seen && a.isForced(),
 	})
 	// A VM may be waiting for its volumes.
 	a.kickVMs()
@@ -279,7 +282,7 @@ func (a *Agent) updateVolume(ctx context.Context, id int, fn func(rs storage.Rec
 	if err != nil {
 		return unit.Volume{}, err
 	}
-	if err := a.db.Update(ctx, a.replicator(), func(w store.Writer) error { return storage.PutVolume(w, v) }); err != nil {
+	if err := a.commit(ctx, func(w store.Writer) error { return storage.PutVolume(w, v) }); err != nil {
 		return unit.Volume{}, fmt.Errorf("recording the change: %w", err)
 	}
 	a.kickStorage()
@@ -299,7 +302,7 @@ func (a *Agent) CreateVolume(ctx context.Context, spec unit.VolumeSpec) (unit.Vo
 	if err != nil {
 		return unit.Volume{}, fmt.Errorf("%w: %w", webui.ErrInvalid, err)
 	}
-	if err := a.db.Update(ctx, a.replicator(), func(w store.Writer) error { return storage.PutVolume(w, v) }); err != nil {
+	if err := a.commit(ctx, func(w store.Writer) error { return storage.PutVolume(w, v) }); err != nil {
 		return unit.Volume{}, fmt.Errorf("recording the volume: %w", err)
 	}
 	a.log.Info("volume created", "volume", v.Name, "id", v.ID, "bytes", v.SizeBytes, "group", v.Group, "minor", v.Minor)
@@ -415,7 +418,7 @@ func (a *Agent) ActivateDisk(ctx context.Context, pm int, name string, group int
 		g.Disks = map[int][]storage.DiskRef{}
 	}
 	g.Disks[pm] = append(g.Disks[pm], storage.DiskRef{Name: d.Name, Serial: d.Serial, Erase: erase && d.State == unit.DiskForeign})
-	if err := a.db.Update(ctx, a.replicator(), func(w store.Writer) error { return storage.PutGroup(w, g) }); err != nil {
+	if err := a.commit(ctx, func(w store.Writer) error { return storage.PutGroup(w, g) }); err != nil {
 		return d, fmt.Errorf("recording the disk: %w", err)
 	}
 	a.log.Info("disk activated", "pm", pm, "disk", name, "group", g.ID, "erase", erase && d.State == unit.DiskForeign)
@@ -453,23 +456,81 @@ func (a *Agent) serveOutdate(w http.ResponseWriter, r *http.Request) {
 const (
 	fenceFailed      = 1
 	fenceOutdated    = 4
-	fenceUnreachable = 5
 	fencePeerPrimary = 6
+	fenceStonithed   = 7
 )
 
+// fenceWait bounds fence-peer: DRBD holds the volume's I/O (fencing
+// resource-and-stonith) until the answer, and a PM that can neither
+// outdate its peer nor prove its right to run within it keeps it held.
+const fenceWait = time.Minute
+
 // fencePeer answers DRBD's fence-peer call for a volume: the peer's leg
-// must be outdated before this PM writes without it.
+// must be outdated before this PM writes without it. With the peer heard,
+// its agent outdates the leg; with the peer silent on every path, this PM
+// writes alone only with the right to run VMs (DESIGN.md §6), and waits
+// while the lease is undecided. I/O stays frozen meanwhile, so a PM that
+// loses never acknowledges a write its peer lacks.
 func (a *Agent) fencePeer(ctx context.Context, id int) int {
-	if !a.mon.View(time.Now()).Seen {
-		// Every heartbeat path is silent: the peer is gone (issue 6 adds
-		// the quorum that tells a dead peer from a partition).
-		a.log.Warn("fence-peer: the peer is not heard on any path; it is taken as dead", "volume", id)
-		return fenceUnreachable
-	}
+	ctx, cancel := context.WithTimeout(ctx, fenceWait)
+	defer cancel()
 	var errs []error
-	for _, u := range a.peerURLs(fmt.Sprintf("peer/v1/storage/volumes/%d/outdate", id)) {
-		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, u, nil)
+	for {
+		if !a.mon.View(time.Now()).Seen {
+			switch au := a.authority(); au.Verdict {
+			case cluster.Run:
+				// "Stonithed", not "unreachable": the peer lost the right to
+				// write (its lease ran out and it reset itself, its BMC says
+				// it is off, or an operator forced quorum). DRBD then takes
+				// this leg as current even if it is only Consistent, with one
+				// new data generation; "unreachable" would leave a Consistent
+				// leg to primary --force, which makes two and so a split
+				// brain when the peer returns.
+				a.log.Warn("fence-peer: the peer is silent on every path and this PM may run alone", "volume", id, "reason", au.Reason)
+				return fenceStonithed
+			case cluster.Lose:
+				a.log.Error("fence-peer: the peer is silent and this PM lost the right to run; the volume's I/O stays frozen", "volume", id, "reason", au.Reason)
+				return fenceFailed
+			}
+		} else {
+			code, err := a.outdatePeer(ctx, id)
+			if err == nil {
+				return code
+			}
+			errs = append(errs, err)
+		}
+		select {
+		case <-ctx.Done():
+			a.log.Error("fence-peer: could not outdate the peer's leg", "volume", id, "err", errors.Join(errs...))
+			return fenceFailed
+		case <-time.After(judgeInterval):
+		}
+	}
+}
+
+// outdatePeer asks the peer's agent to outdate its leg of volume id.
+func (a *Agent) outdatePeer(ctx context.Context, id int) (int, error) {
+	status, err := a.postPeer(ctx, fmt.Sprintf("peer/v1/storage/volumes/%d/outdate", id), nil)
+	switch {
+	case err == nil && status == http.StatusNoContent:
+		a.log.Warn("fence-peer: the peer's leg is outdated", "volume", id)
+		return fenceOutdated, nil
+	case err == nil:
+		if l, ok := a.peerStorageLeg(id); ok && l.Role == "Primary" {
+			return fencePeerPrimary, nil
+		}
+		return 0, fmt.Errorf("the peer answered %d", status)
+	}
+	return 0, err
+}
+
+// postPeer POSTs body to the peer's API on the first path that answers
+// and returns the status of that answer.
+func (a *Agent) postPeer(ctx context.Context, suffix string, body []byte) (int, error) {
+	var errs []error
+	for _, u := range a.peerURLs(suffix) {
+		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(body))
 		resp, err := a.peerC.Do(req)
 		cancel()
 		if err != nil {
@@ -477,18 +538,9 @@ func (a *Agent) fencePeer(ctx context.Context, id int) int {
 			continue
 		}
 		resp.Body.Close()
-		if resp.StatusCode == http.StatusNoContent {
-			a.log.Warn("fence-peer: the peer's leg is outdated", "volume", id)
-			return fenceOutdated
-		}
-		errs = append(errs, fmt.Errorf("%s: %s", u, resp.Status))
-		if l, ok := a.peerStorageLeg(id); ok && l.Role == "Primary" {
-			return fencePeerPrimary
-		}
-		break
+		return resp.StatusCode, nil
 	}
-	a.log.Error("fence-peer: could not outdate the peer's leg", "volume", id, "err", errors.Join(errs...))
-	return fenceFailed
+	return 0, fmt.Errorf("no path to the peer answers: %w", errors.Join(errs...))
 }
 
 func (a *Agent) peerStorageLeg(id int) (storage.LegState, bool) {
@@ -542,7 +594,7 @@ func (a *Agent) drbdHelper(ctx context.Context, c drbdhelper.Call) int {
 			return fenceFailed
 		}
 		code := a.fencePeer(ctx, id)
-		if code == fenceOutdated || code == fenceUnreachable {
+		if code == fenceOutdated || code == fenceStonithed {
 			a.opt.Storage.PeerFenced(id)
 		}
 		return code

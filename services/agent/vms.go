@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/dyad-ha/dyad/services/cluster"
 	"github.com/dyad-ha/dyad/services/storage"
 	"github.com/dyad-ha/dyad/services/store"
 	"github.com/dyad-ha/dyad/services/unit"
@@ -80,9 +81,21 @@ func (a *Agent) volumeRoles(unitPrimary bool) (primary, dual func(int) bool) {
 		}
 	}
 	self := a.cfg.Node
+	verdict := a.Verdict().Verdict
+	held := map[int]bool{}
+	if a.opt.Storage != nil {
+		for _, l := range a.opt.Storage.Report().Legs {
+			held[l.Volume] = l.Role == "Primary"
+		}
+	}
 	primary = func(id int) bool {
 		r, ok := owner[id]
 		switch {
+		case verdict == cluster.Lose:
+			return false
+		case verdict == cluster.Wait:
+			// Nothing changes until the lease or the operator decides.
+			return held[id]
 		case !ok || r.Node == 0:
 			return unitPrimary
 		case a.opt.VMs != nil && a.opt.VMs.Runs(r.ID):
@@ -126,6 +139,13 @@ func (a *Agent) reconcileVMs(ctx context.Context) {
 		a.log.Error("VM records", "err", err)
 		return
 	}
+	switch a.Verdict().Verdict {
+	case cluster.Lose:
+		recs = nil
+	case cluster.Wait:
+		// Keep what runs here, start nothing.
+		recs = slices.DeleteFunc(recs, func(r vm.Record) bool { return !a.opt.VMs.Runs(r.ID) })
+	}
 	a.opt.VMs.Reconcile(ctx, a.vmDesired(recs))
 }
 
@@ -165,8 +185,9 @@ func (a *Agent) reconcileVMRecords(ctx context.Context, rep store.Replicator) er
 	// upkeep changes r as the PMs' reports say; it is applied once to see
 	// whether anything changes and again inside the transaction, to the
 	// record as it is then: an operator's change made meanwhile stays.
+	takeOver := !v.Seen && a.mayTakeOver(now)
 	upkeep := func(r *vm.Record, log bool) bool {
-		return a.vmUpkeep(r, v.Seen, reports, now, log)
+		return a.vmUpkeep(r, v.Seen, takeOver, reports, now, log)
 	}
 	var ids []int
 	for _, r := range recs {
@@ -203,10 +224,10 @@ func (a *Agent) reconcileVMRecords(ctx context.Context, rep store.Replicator) er
 // vmUpkeep applies to r what the primary learns from the PMs: failover of
 // the VMs of a lost PM, a guest that shut itself down, crashes and the
 // MTBF verdict. It reports whether r changed.
-func (a *Agent) vmUpkeep(r *vm.Record, peerSeen bool, reports map[int]*vm.NodeReport, now time.Time, log bool) bool {
+func (a *Agent) vmUpkeep(r *vm.Record, peerSeen, takeOver bool, reports map[int]*vm.NodeReport, now time.Time, log bool) bool {
 	self, peer := a.cfg.Node, a.cfg.Peer()
 	changed := false
-	if !peerSeen && r.Node == peer {
+	if takeOver && r.Node == peer {
 		// Failover: the peer is silent on every path. The volumes are
 		// promoted here only if DRBD and the storage rules agree this
 		// leg is current, and the VM starts once they are.
@@ -384,6 +405,14 @@ func (a *Agent) CreateVM(ctx context.Context, req unit.VMCreate) (unit.VM, error
 	if boot == "" {
 		boot = vm.BootDisk
 	}
+	var place unit.Placement
+	if req.Placement != nil {
+		place = *req.Placement
+	}
+	placement, err := checkPlacement(place)
+	if err != nil {
+		return unit.VM{}, fmt.Errorf("%w: %w", webui.ErrInvalid, err)
+	}
 	if boot != vm.BootDisk && boot != vm.BootCD && boot != vm.BootTestGuest {
 		return unit.VM{}, fmt.Errorf("%w: boot source %q: use disk, cd or test-guest", webui.ErrInvalid, req.Boot)
 	}
@@ -449,11 +478,16 @@ func (a *Agent) CreateVM(ctx context.Context, req unit.VMCreate) (unit.VM, error
 		}
 		rec.Volumes = append(rec.Volumes, ref)
 	}
-	rec.Node = a.cfg.Node
+	rec.Placement = placement
+	rec.Home = chooseHome(placement, recs, rec)
+	rec.Node = rec.Home
+	if rec.Node != a.cfg.Node && !a.mon.View(time.Now()).Seen {
+		rec.Node = a.cfg.Node
+	}
 	if req.Start {
 		rec.Run, rec.StartSeq = true, 1
 	}
-	if err := a.db.Update(ctx, a.replicator(), func(w store.Writer) error { return vm.Put(w, rec) }); err != nil {
+	if err := a.commit(ctx, func(w store.Writer) error { return vm.Put(w, rec) }); err != nil {
 		return unit.VM{}, fmt.Errorf("recording the VM: %w", err)
 	}
 	a.log.Info("VM created", "vm", rec.Name, "id", rec.ID, "vcpus", rec.VCPUs, "memory", rec.MemoryBytes, "warnings", warnings)
@@ -489,7 +523,7 @@ func newUUID() string {
 // updateVM changes VM id's record inside one transaction; fn refuses with
 // an error and then nothing changes.
 func (a *Agent) updateVM(ctx context.Context, id int, fn func(r *vm.Record) error) error {
-	err := a.db.Update(ctx, a.replicator(), func(w store.Writer) error {
+	err := a.commit(ctx, func(w store.Writer) error {
 		b := w.Get(vm.BucketVMs, strconv.Itoa(id))
 		if b == nil {
 			return fmt.Errorf("VM %d: %w", id, webui.ErrNotFound)
@@ -579,7 +613,10 @@ func (a *Agent) ConfigVM(ctx context.Context, id int, req unit.VMConfig) (unit.V
 	if err != nil {
 		return cur, err
 	}
-	if err := vm.Check(vm.State(cur.State), vm.Config); err != nil {
+	placementOnly := req.Placement != nil && req.VCPUs == nil && req.MemoryMiB == nil && len(req.AddVolumes) == 0 &&
+		len(req.Detach) == 0 && len(req.Delete) == 0 && req.NICs == nil
+	if err := vm.Check(vm.State(cur.State), vm.Config); err != nil && !placementOnly {
+		// Load balancing is no provisioning: it changes in any state.
 		return cur, err
 	}
 	recs, err := a.vmRecords()
@@ -637,6 +674,13 @@ func (a *Agent) ConfigVM(ctx context.Context, id int, req unit.VMConfig) (unit.V
 			r.NICs = append(r.NICs, vm.NICRecord{Network: n.Network, MAC: mac})
 		}
 	}
+	if req.Placement != nil {
+		p, err := checkPlacement(*req.Placement)
+		if err != nil {
+			return cur, fmt.Errorf("%w: %w", webui.ErrInvalid, err)
+		}
+		r.Placement, r.Home = p, chooseHome(p, recs, r)
+	}
 	spec := specOf(r, sizes)
 	for _, v := range req.AddVolumes {
 		if v.Existing == 0 {
@@ -662,6 +706,7 @@ func (a *Agent) ConfigVM(ctx context.Context, id int, req unit.VMConfig) (unit.V
 	err = a.updateVM(ctx, id, func(cur *vm.Record) error {
 		// Only the provisioning changes; what the PMs did meanwhile stays.
 		cur.VCPUs, cur.MemoryBytes, cur.Volumes, cur.NICs = r.VCPUs, r.MemoryBytes, r.Volumes, r.NICs
+		cur.Placement, cur.Home = r.Placement, r.Home
 		return nil
 	})
 	if err != nil {
@@ -685,7 +730,7 @@ func (a *Agent) RemoveVM(ctx context.Context, id int, deleteData bool) error {
 	if err := vm.Check(vm.State(cur.State), vm.Remove); err != nil {
 		return err
 	}
-	err = a.db.Update(ctx, a.replicator(), func(w store.Writer) error { return vm.Delete(w, id) })
+	err = a.commit(ctx, func(w store.Writer) error { return vm.Delete(w, id) })
 	if err != nil {
 		return err
 	}

@@ -99,7 +99,7 @@ func TestVMUpkeep(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := tc.rec
-			if got := a.vmUpkeep(&r, tc.peerSeen, tc.reports, now, false); got != tc.changed {
+			if got := a.vmUpkeep(&r, tc.peerSeen, !tc.peerSeen, tc.reports, now, false); got != tc.changed {
 				t.Fatalf("changed %v, want %v (record %+v)", got, tc.changed, r)
 			}
 			if tc.check != nil {
@@ -107,7 +107,7 @@ func TestVMUpkeep(t *testing.T) {
 			}
 			// Applying it again changes nothing: the primary applies it
 			// twice (to decide, then inside the transaction).
-			if a.vmUpkeep(&r, tc.peerSeen, tc.reports, now, false) {
+			if a.vmUpkeep(&r, tc.peerSeen, !tc.peerSeen, tc.reports, now, false) {
 				t.Errorf("a second application changed %+v again", r)
 			}
 		})

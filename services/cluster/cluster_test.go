@@ -87,8 +87,8 @@ func TestMonitor(t *testing.T) {
 func TestPromotionsNeverShareAnEpoch(t *testing.T) {
 	for e1 := range uint64(6) {
 		for e2 := range uint64(6) {
-			a := Decide(Situation{Node: 1, Role: unit.RoleNone, Epoch: e1, DBEpoch: e1, Waited: BootWait})
-			b := Decide(Situation{Node: 2, Role: unit.RoleNone, Epoch: e2, DBEpoch: e2, Waited: BootWait})
+			a := Decide(Situation{Node: 1, Role: unit.RoleNone, Epoch: e1, DBEpoch: e1, Waited: BootWait, Verdict: Run})
+			b := Decide(Situation{Node: 2, Role: unit.RoleNone, Epoch: e2, DBEpoch: e2, Waited: BootWait, Verdict: Run})
 			if a.Role != unit.RolePrimary || b.Role != unit.RolePrimary || a.Epoch <= e1 || b.Epoch <= e2 || a.Epoch == b.Epoch {
 				t.Fatalf("from epochs %d and %d: node 1 %s/%d, node 2 %s/%d", e1, e2, a.Role, a.Epoch, b.Role, b.Epoch)
 			}
@@ -135,19 +135,25 @@ func TestDecide(t *testing.T) {
 		wantEpoch uint64
 	}{
 		{"booting, nobody heard yet", Situation{Node: 1, Role: unit.RoleNone, Waited: time.Second}, unit.RoleNone, 0},
-		{"booting alone past the wait", Situation{Node: 2, Role: unit.RoleNone, Epoch: 3, Waited: BootWait}, unit.RolePrimary, 4},
+		{"booting alone past the wait", Situation{Node: 2, Role: unit.RoleNone, Epoch: 3, Waited: BootWait, Verdict: Run}, unit.RolePrimary, 4},
 		{"cold start, equal epochs: node 1 wins", Situation{Node: 1, Role: unit.RoleNone, Peer: seen(unit.RoleNone, 0, 2)}, unit.RolePrimary, 1},
 		{"cold start, equal epochs: node 2 waits", Situation{Node: 2, Role: unit.RoleNone, Peer: seen(unit.RoleNone, 0, 1)}, unit.RoleNone, 0},
 		{"cold start, newer database wins", Situation{Node: 2, Role: unit.RoleNone, Epoch: 7, Peer: seen(unit.RoleNone, 5, 1)}, unit.RolePrimary, 8},
 		{"joining a running primary", Situation{Node: 1, Role: unit.RoleNone, Epoch: 2, Peer: seen(unit.RolePrimary, 9, 2)}, unit.RoleSecondary, 9},
 		{"returning PM does not preempt", Situation{Node: 1, Role: unit.RoleNone, Epoch: 20, Peer: seen(unit.RoleSecondary, 9, 2)}, unit.RoleNone, 20},
 		{"secondary follows", Situation{Node: 2, Role: unit.RoleSecondary, Epoch: 3, Peer: seen(unit.RolePrimary, 3, 1)}, unit.RoleSecondary, 3},
-		{"secondary takes over when peer lost", Situation{Node: 2, Role: unit.RoleSecondary, Epoch: 3, DBEpoch: 3, Peer: View{Lost: true, EverSeen: true, Peer: Beat{Epoch: 3}}}, unit.RolePrimary, 4},
+		{"secondary takes over when peer lost", Situation{Node: 2, Role: unit.RoleSecondary, Epoch: 3, DBEpoch: 3, Verdict: Run, Peer: View{Lost: true, EverSeen: true, Peer: Beat{Epoch: 3}}}, unit.RolePrimary, 4},
+		{"secondary waits for the lease", Situation{Node: 2, Role: unit.RoleSecondary, Epoch: 3, DBEpoch: 3, Verdict: Wait, Peer: View{Lost: true, EverSeen: true, Peer: Beat{Epoch: 3}}}, unit.RoleSecondary, 3},
+		{"secondary that lost stays", Situation{Node: 2, Role: unit.RoleSecondary, Epoch: 3, DBEpoch: 3, Verdict: Lose, Peer: View{Lost: true, EverSeen: true, Peer: Beat{Epoch: 3}}}, unit.RoleSecondary, 3},
+		{"alone without the right: provisional primary at its epoch", Situation{Node: 2, Role: unit.RoleNone, Epoch: 3, Waited: BootWait, Verdict: Wait}, unit.RolePrimary, 3},
+		{"alone, the peer holds the lease: no role", Situation{Node: 2, Role: unit.RoleNone, Epoch: 3, Waited: BootWait, Verdict: Lose}, unit.RoleNone, 3},
+		{"provisional primary forced: new epoch", Situation{Node: 2, Role: unit.RolePrimary, Epoch: 3, Provisional: true, Verdict: Run}, unit.RolePrimary, 4},
+		{"provisional primary meets the peer that ran the unit", Situation{Node: 2, Role: unit.RolePrimary, Epoch: 3, DBSeq: 10, Provisional: true, Verdict: Run, Peer: View{Seen: true, EverSeen: true, Peer: Beat{Role: unit.RolePrimary, Epoch: 3, Node: 1, DBSeq: 12}}}, unit.RoleSecondary, 3},
 		{"secondary takes over when peer rebooted", Situation{Node: 2, Role: unit.RoleSecondary, Epoch: 3, DBEpoch: 3, Peer: seen(unit.RoleNone, 3, 1)}, unit.RolePrimary, 4},
 		{"secondary without the primary's database does not take over", Situation{Node: 2, Role: unit.RoleSecondary, Epoch: 3, DBEpoch: 1, Peer: View{Lost: true, EverSeen: true, Peer: Beat{Epoch: 3}}}, unit.RoleSecondary, 3},
 		{"secondary without the primary's database meets it again as a peer", Situation{Node: 2, Role: unit.RoleSecondary, Epoch: 3, DBEpoch: 1, Peer: seen(unit.RoleNone, 3, 1)}, unit.RoleNone, 1},
-		{"node 1 promotes to odd epochs", Situation{Node: 1, Role: unit.RoleSecondary, Epoch: 4, DBEpoch: 4, Peer: View{Lost: true, EverSeen: true, Peer: Beat{Epoch: 4}}}, unit.RolePrimary, 5},
-		{"node 2 promotes to even epochs", Situation{Node: 2, Role: unit.RoleNone, Epoch: 4, DBEpoch: 4, Waited: BootWait}, unit.RolePrimary, 6},
+		{"node 1 promotes to odd epochs", Situation{Node: 1, Role: unit.RoleSecondary, Epoch: 4, DBEpoch: 4, Verdict: Run, Peer: View{Lost: true, EverSeen: true, Peer: Beat{Epoch: 4}}}, unit.RolePrimary, 5},
+		{"node 2 promotes to even epochs", Situation{Node: 2, Role: unit.RoleNone, Epoch: 4, DBEpoch: 4, Waited: BootWait, Verdict: Run}, unit.RolePrimary, 6},
 		{"cold start, same epoch: more changes win", Situation{Node: 1, Role: unit.RoleNone, Epoch: 5, DBSeq: 10, Peer: View{Seen: true, EverSeen: true, Peer: Beat{Role: unit.RoleNone, Epoch: 5, Node: 2, DBSeq: 12}}}, unit.RoleNone, 5},
 		{"cold start, same epoch: node 2 with more changes wins", Situation{Node: 2, Role: unit.RoleNone, Epoch: 5, DBSeq: 12, Peer: View{Seen: true, EverSeen: true, Peer: Beat{Role: unit.RoleNone, Epoch: 5, Node: 1, DBSeq: 10}}}, unit.RolePrimary, 6},
 		{"primary keeps running when peer lost", Situation{Node: 1, Role: unit.RolePrimary, Epoch: 3, Peer: View{Lost: true, EverSeen: true}}, unit.RolePrimary, 3},

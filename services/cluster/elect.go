@@ -18,6 +18,11 @@ type Situation struct {
 	// since it gave one up).
 	Waited time.Duration
 	Peer   View
+	// Verdict is this PM's right to run VMs (Authorize).
+	Verdict Verdict
+	// Provisional: this PM is primary without the right to run VMs, at the
+	// epoch it had (it booted alone).
+	Provisional bool
 }
 
 // Decision is the role a PM must take, with the unit epoch that goes with it.
@@ -39,20 +44,37 @@ const BootWait = 15 * time.Second
 // Loss of the peer on every path promotes the secondary, if its unit
 // database holds the primary's: a secondary that never received it would run
 // the unit on an old copy and, once the old primary returns, push that copy
-// over the newer one. The quorum lease and proof of death of DESIGN.md §6
-// refine this rule in a later step.
+// over the newer one.
+//
+// The secondary takes over only with the right to run VMs (the quorum
+// lease, or proof the peer is dead). A PM alone since boot becomes primary
+// after BootWait to serve the console, but without the right to run VMs it
+// stays at its old epoch (provisional): a PM that ran the unit meanwhile
+// has the newer database and must win when the two meet. It takes a new
+// epoch once it has the right (lease or Force Quorum).
 func Decide(s Situation) Decision {
 	stay := Decision{Role: s.Role, Epoch: s.Epoch}
 	p := s.Peer
 	next := nextEpoch(s.Node, s.Epoch, p.Peer.Epoch)
 	// behind: a secondary whose database lacks its primary's history.
 	behind := s.Role == unit.RoleSecondary && s.DBEpoch < p.Peer.Epoch
+	if s.Role == unit.RolePrimary && s.Provisional && s.Verdict == Run && (!p.Seen || p.Peer.Role != unit.RolePrimary) {
+		return Decision{unit.RolePrimary, next, "the provisional primary may run VMs now"}
+	}
 	if !p.Seen {
 		switch {
-		case s.Role == unit.RoleNone && s.Waited >= BootWait:
+		case s.Role == unit.RoleNone && s.Waited >= BootWait && s.Verdict == Run:
 			return Decision{unit.RolePrimary, next, "no peer heard since boot"}
+		case s.Role == unit.RoleNone && s.Waited >= BootWait && s.Verdict == Lose:
+			stay.Reason = "no peer heard since boot, and the peer holds the quorum lease: not taking the primary role"
+			return stay
+		case s.Role == unit.RoleNone && s.Waited >= BootWait:
+			return Decision{unit.RolePrimary, s.Epoch, "no peer heard since boot: provisional primary, no VM runs until the peer returns or Force Quorum"}
 		case s.Role == unit.RoleSecondary && p.Lost && behind:
 			stay.Reason = "peer lost on every heartbeat path, but this PM never received its unit database: not taking over"
+			return stay
+		case s.Role == unit.RoleSecondary && p.Lost && s.Verdict != Run:
+			stay.Reason = "peer lost on every heartbeat path; not taking over without the right to run VMs"
 			return stay
 		case s.Role == unit.RoleSecondary && p.Lost:
 			return Decision{unit.RolePrimary, next, "peer lost on every heartbeat path"}

@@ -14,6 +14,7 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"net"
 	"net/netip"
 	"os"
 	"regexp"
@@ -55,6 +56,9 @@ type Config struct {
 	// Mgmt6 is an optional IPv6 management address, held with Mgmt.
 	Mgmt6    netip.Prefix
 	LogLevel slog.Level
+	// Quorum are the quorum servers (host:port), preferred first, then the
+	// alternate (dyad.quorum=HOST[:PORT][,HOST[:PORT]]); none without one.
+	Quorum []string
 }
 
 // Peer is the other PM's node number.
@@ -80,6 +84,7 @@ type file struct {
 	Mgmt6    string            `json:"mgmt6"`
 	BondMode string            `json:"bond_mode"`
 	LogLevel string            `json:"log_level"`
+	Quorum   string            `json:"quorum"`
 }
 
 // ParseFile decodes a configuration file. Unknown fields are errors: a typo
@@ -104,6 +109,7 @@ func ParseFile(r io.Reader) (map[string]string, error) {
 	kv := map[string]string{
 		"node": f.Node, "unit": f.Unit, "hostname": f.Hostname, "mgmt": f.Mgmt,
 		"ibiz0": f.Ibiz0, "mgmt6": f.Mgmt6, "bondmode": f.BondMode, "gw": f.Gateway, "unitkey": f.UnitKey, "loglevel": f.LogLevel,
+		"quorum": f.Quorum,
 	}
 	for role, port := range f.Ports {
 		kv["port."+role] = port
@@ -146,7 +152,7 @@ var dnsLabel = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
 // dyad.testchannel, dyad.datadisk, dyad.mode) are accepted and ignored here.
 var knownKeys = map[string]bool{
 	"node": true, "unit": true, "hostname": true, "mgmt": true, "mgmt6": true, "bondmode": true, "ibiz0": true,
-	"gw": true, "unitkey": true, "loglevel": true,
+	"gw": true, "unitkey": true, "loglevel": true, "quorum": true,
 	"testchannel": true, "datadisk": true, "mode": true,
 }
 
@@ -277,6 +283,21 @@ func FromKV(kv map[string]string) (Config, error) {
 		c.UnitKey = key
 	}
 
+	if v := kv["quorum"]; v != "" {
+		servers := strings.Split(v, ",")
+		if len(servers) > 2 {
+			bad("quorum", "%d servers; give the preferred and at most one alternate", len(servers))
+		}
+		for _, s := range servers {
+			hp, err := quorumServer(s)
+			if err != nil {
+				bad("quorum", "%v", err)
+				continue
+			}
+			c.Quorum = append(c.Quorum, hp)
+		}
+	}
+
 	switch strings.ToLower(kv["loglevel"]) {
 	case "", "info":
 		c.LogLevel = slog.LevelInfo
@@ -308,3 +329,25 @@ func parseHostPrefix(s string) (netip.Prefix, error) {
 	}
 	return p, nil
 }
+
+// QuorumPort is the quorum server's port when dyad.quorum names none.
+const QuorumPort = 7413
+
+// quorumServer checks one quorum server, HOST or HOST:PORT, and adds the
+// default port.
+func quorumServer(s string) (string, error) {
+	host, port := s, strconv.Itoa(QuorumPort)
+	if h, p, err := net.SplitHostPort(s); err == nil {
+		host, port = h, p
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return "", fmt.Errorf("%q: port %q is not 1..65535", s, port)
+	}
+	if _, err := netip.ParseAddr(host); err != nil && !hostname.MatchString(host) {
+		return "", fmt.Errorf("%q is not HOST or HOST:PORT (an IP address or a DNS name)", s)
+	}
+	return net.JoinHostPort(host, port), nil
+}
+
+// hostname is a DNS name: labels of letters, digits and '-' joined by dots.
+var hostname = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$`)

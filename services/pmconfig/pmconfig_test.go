@@ -49,6 +49,9 @@ func TestFromKV(t *testing.T) {
 		{"bad mgmt6", with("mgmt6", "10.0.0.1/24"), "not an IPv6 host address"},
 		{"bad bond mode", with("bondmode", "round-robin"), "not active-backup or 802.3ad"},
 		{"bad gw", with("gw", "fe80::1"), "not an IPv4"},
+		{"bad quorum port", with("quorum", "10.0.0.1:99999"), "not 1..65535"},
+		{"bad quorum host", with("quorum", "a b"), "not HOST or HOST:PORT"},
+		{"three quorum servers", with("quorum", "a,b,c"), "at most one alternate"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -161,4 +164,25 @@ func FuzzParseFile(f *testing.F) {
 		// Whatever parses must validate without panicking.
 		_, _ = FromKV(kv)
 	})
+}
+
+func TestQuorumServers(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want []string
+	}{
+		{"", nil},
+		{"10.99.0.254", []string{"10.99.0.254:7413"}},
+		{"q1.example.net:9000,10.0.0.2", []string{"q1.example.net:9000", "10.0.0.2:7413"}},
+		{"[2001:db8::1]:7413", []string{"[2001:db8::1]:7413"}},
+	} {
+		kv := map[string]string{"node": "1", "mgmt": "10.99.0.10/24", "unitkey": key, "quorum": tc.in}
+		c, err := FromKV(kv)
+		if err != nil {
+			t.Fatalf("%q: %v", tc.in, err)
+		}
+		if strings.Join(c.Quorum, " ") != strings.Join(tc.want, " ") {
+			t.Errorf("%q: servers %q, want %q", tc.in, c.Quorum, tc.want)
+		}
+	}
 }

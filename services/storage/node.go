@@ -106,6 +106,11 @@ type Desired struct {
 	// PeerLost is true when the peer PM is known to be gone: a volume
 	// that was never synced may then start from this PM's leg alone.
 	PeerLost bool
+	// Forced: an operator forced quorum on this PM, which takes its legs
+	// as current without the peer. A Consistent leg is promoted (DRBD asks
+	// the fence-peer helper, which answers that the peer is fenced); an
+	// Outdated one still is not: it knows the peer is newer.
+	Forced bool
 	// DualPrimary reports whether volume id may be writable on both PMs at
 	// once: only while the VM using it live-migrates. Nil means never.
 	DualPrimary func(id int) bool
@@ -718,7 +723,8 @@ func (n *Node) reconcileLeg(ctx context.Context, v VolumeRecord, d Desired, st M
 		n.mu.Unlock()
 	}
 	n.mu.Lock()
-	current := n.synced[v.Minor] || m.PeerFenced || st.Connection == "Connected" || isSyncing(st.Connection)
+	current := n.synced[v.Minor] || m.PeerFenced || st.Connection == "Connected" || isSyncing(st.Connection) ||
+		d.Forced && st.Disk != "Outdated"
 	n.mu.Unlock()
 	want := d.Primary != nil && d.Primary(v.ID) && !(m.SplitBrain && v.Resolve != nil && v.Resolve.Survivor != n.self)
 	switch {

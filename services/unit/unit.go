@@ -137,6 +137,9 @@ type Unit struct {
 	Time            time.Time `json:"time"`
 	// Quorum is the split-brain protection as the primary sees it.
 	Quorum Quorum `json:"quorum"`
+	// Operation is a unit command in progress, in words ("rolling reboot:
+	// rebooting pm2 (1 of 2)"); empty when none.
+	Operation string `json:"operation,omitempty"`
 }
 
 // Quorum is what protects the unit from a split brain: the quorum servers
@@ -152,8 +155,37 @@ type Quorum struct {
 	// LeaseSeconds is how long this PM's lease still runs.
 	LeaseSeconds float64 `json:"lease_seconds,omitempty"`
 	// Forced: an operator used Force Quorum.
-	Forced bool   `json:"forced,omitempty"`
-	Error  string `json:"error,omitempty"`
+	Forced bool `json:"forced,omitempty"`
+	// PeerCutOff: the peer is not heard on any link, but the quorum server
+	// hears it: a partition, not a dead PM.
+	PeerCutOff bool   `json:"peer_cut_off,omitempty"`
+	Error      string `json:"error,omitempty"`
+}
+
+// VerdictText is the verdict for people, marking one an operator forced: a
+// forced "run" is no proof that the peer is down.
+func (q Quorum) VerdictText() string {
+	v := q.Verdict
+	if v == "" {
+		v = "unknown"
+	}
+	if q.Forced {
+		v += " (forced)"
+	}
+	return v
+}
+
+// HolderText is the PM holding the quorum lease and, for the answering
+// PM's lease, how long it still runs.
+func (q Quorum) HolderText() string {
+	if q.Holder == 0 {
+		return "none"
+	}
+	h := fmt.Sprintf("PM %d", q.Holder)
+	if q.LeaseSeconds > 0 {
+		h += " (" + FormatUptime(q.LeaseSeconds) + " left)"
+	}
+	return h
 }
 
 // Severity of an alert.

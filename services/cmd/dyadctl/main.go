@@ -378,10 +378,13 @@ func printUnit(w io.Writer, u unit.Unit) error {
 	fmt.Fprintf(tw, "Time:\t%s\n", formatTime(u.Time))
 	fmt.Fprintf(tw, "Quorum:\t%s\n", quorumLine(u.Quorum))
 	if u.Quorum.Holder != 0 {
-		fmt.Fprintf(tw, "Lease holder:\t%s\n", quorumHolder(u.Quorum))
+		fmt.Fprintf(tw, "Lease holder:\t%s\n", u.Quorum.HolderText())
 	}
 	if u.Quorum.Error != "" {
 		fmt.Fprintf(tw, "Quorum error:\t%s\n", u.Quorum.Error)
+	}
+	if u.Operation != "" {
+		fmt.Fprintf(tw, "Operation:\t%s\n", u.Operation)
 	}
 	if err := tw.Flush(); err != nil {
 		return err

@@ -102,31 +102,11 @@ func quorumLine(q unit.Quorum) string {
 	if len(q.Servers) > 0 {
 		servers = strings.Join(q.Servers, ", ")
 	}
-	verdict := q.Verdict
-	if verdict == "" {
-		verdict = "unknown"
-	}
-	if q.Forced {
-		verdict += " (forced)"
-	}
-	line := servers + " — " + verdict
+	line := servers + " — " + q.VerdictText()
 	if q.Reason != "" {
 		line += ": " + q.Reason
 	}
 	return line
-}
-
-// quorumHolder shows the PM holding the quorum lease and, for this PM's
-// lease, how long it still runs.
-func quorumHolder(q unit.Quorum) string {
-	if q.Holder == 0 {
-		return "none"
-	}
-	h := fmt.Sprintf("PM %d", q.Holder)
-	if q.LeaseSeconds > 0 {
-		h += " (" + unit.FormatUptime(q.LeaseSeconds) + " left)"
-	}
-	return h
 }
 
 func printForced(w io.Writer, u unit.Unit) error {

@@ -400,6 +400,7 @@ func parseVMCreate(args []string) (unit.VMCreate, error) {
 	fs.StringVar(&req.CD, "cd", "", "the VCD, an .iso of the PMs' VCD folder")
 	fs.BoolVar(&req.Is64Bit, "64bit", false, "a 64-bit guest (needs at least 600 MiB)")
 	fs.BoolVar(&req.Start, "start", false, "start the VM once its volumes are ready")
+	placement := fs.String("placement", "", "HA load balancing: auto, manual:PM or mixed:PM (default auto)")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return unit.VMCreate{}, err
@@ -437,7 +438,27 @@ func parseVMCreate(args []string) (unit.VMCreate, error) {
 	default:
 		return unit.VMCreate{}, fmt.Errorf("%w: invalid --boot %q: want disk, cd or test-guest", errUsage, req.Boot)
 	}
+	if *placement != "" {
+		p, err := parsePlacement(*placement)
+		if err != nil {
+			return unit.VMCreate{}, err
+		}
+		req.Placement = &p
+	}
 	return req, nil
+}
+
+// parsePlacement reads auto, manual:PM or mixed:PM.
+func parsePlacement(s string) (unit.Placement, error) {
+	policy, pm, hasPM := strings.Cut(s, ":")
+	switch {
+	case policy == unit.PlaceAuto && !hasPM:
+		return unit.Placement{Policy: policy}, nil
+	case (policy == unit.PlaceManual || policy == unit.PlaceMixed) && (pm == "1" || pm == "2"):
+		n, _ := strconv.Atoi(pm)
+		return unit.Placement{Policy: policy, PM: n}, nil
+	}
+	return unit.Placement{}, fmt.Errorf("%w: invalid --placement %q: want auto, manual:PM or mixed:PM (PM 1 or 2)", errUsage, s)
 }
 
 func parseVMConfig(args []string) (string, unit.VMConfig, error) {
@@ -453,9 +474,17 @@ func parseVMConfig(args []string) (string, unit.VMConfig, error) {
 	fs.Var(nicList{nics: &nics}, "nic", "a shared network NETWORK[=MAC]; replaces the VM's networks")
 	noNICs := fs.Bool("no-nics", false, "remove all the VM's networks")
 	yes := fs.Bool("yes", false, "confirm that --delete destroys data")
+	placement := fs.String("placement", "", "HA load balancing: auto, manual:PM or mixed:PM (changes in any state)")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return "", unit.VMConfig{}, err
+	}
+	if *placement != "" {
+		p, err := parsePlacement(*placement)
+		if err != nil {
+			return "", unit.VMConfig{}, err
+		}
+		req.Placement = &p
 	}
 	if len(pos) != 1 {
 		return "", unit.VMConfig{}, fmt.Errorf("%w: vm config takes one VM name or id", errUsage)
@@ -484,8 +513,8 @@ func parseVMConfig(args []string) (string, unit.VMConfig, error) {
 	case len(nics) > 0:
 		req.NICs = &nics
 	}
-	if req.VCPUs == nil && req.MemoryMiB == nil && len(req.AddVolumes) == 0 && len(req.Detach) == 0 && len(req.Delete) == 0 && req.NICs == nil {
-		return "", unit.VMConfig{}, fmt.Errorf("%w: vm config needs something to change: --vcpus, --memory, --add-volume, --add-existing, --detach, --delete, --nic or --no-nics", errUsage)
+	if req.VCPUs == nil && req.MemoryMiB == nil && len(req.AddVolumes) == 0 && len(req.Detach) == 0 && len(req.Delete) == 0 && req.NICs == nil && req.Placement == nil {
+		return "", unit.VMConfig{}, fmt.Errorf("%w: vm config needs something to change: --vcpus, --memory, --add-volume, --add-existing, --detach, --delete, --nic, --no-nics or --placement", errUsage)
 	}
 	if len(req.Delete) > 0 && !*yes {
 		return "", unit.VMConfig{}, fmt.Errorf("vm config --delete destroys the data of volume(s) %s on both PMs; run again with --yes to go ahead", joinInts(req.Delete))

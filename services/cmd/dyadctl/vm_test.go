@@ -332,6 +332,10 @@ func TestVMCommands(t *testing.T) {
 			"--detach", "6", "--delete", "7", "--delete", "9", "--nic", "business=52:54:00:00:00:02", "--yes"}, wantOut: "vCPUs:     4",
 			wantCalls: []string{`config 2 {"vcpus":4,"memory_mib":768,"add_volumes":[{"name":"db-data","size_mib":128},{"existing":8}],"detach":[6],"delete":[7,9],"nics":[{"network":"business","mac":"52:54:00:00:00:02"}]}`}},
 		{args: []string{"vm", "config", "db", "--no-nics"}, wantCalls: []string{`config 2 {"nics":[]}`}},
+		{args: []string{"vm", "config", "db", "--placement", "manual:2"}, wantCalls: []string{`config 2 {"placement":{"policy":"manual","pm":2}}`}},
+		{args: []string{"vm", "config", "db", "--placement", "pinned:2"}, code: 2, wantOut: "want auto, manual:PM or mixed:PM"},
+		{args: []string{"vm", "create", "pin", "--memory", "1G", "--volume", "p:1G", "--placement", "mixed:1"},
+			wantCalls: []string{`create {"name":"pin","vcpus":1,"memory_mib":1024,"volumes":[{"name":"p","size_mib":1024,"boot":true}],"placement":{"policy":"mixed","pm":1}}`}},
 		{args: []string{"vm", "remove", "db", "--yes", "--delete-data"}, wantCalls: []string{"remove 2 true"}},
 
 		// Refusals by the VM's state list what is allowed instead.

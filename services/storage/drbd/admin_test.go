@@ -288,7 +288,7 @@ func TestAdminDrbdadmDryRun(t *testing.T) {
 			"/lib/drbd/drbdsetup-84 new-minor r3 3 0",
 			"/sbin/drbdmeta 3 v08 /dev/dyad_sg1/vol3 internal apply-al",
 			"/lib/drbd/drbdsetup-84 attach 3 /dev/dyad_sg1/vol3 /dev/dyad_sg1/vol3 internal",
-			"--c-max-rate=102400k", "--fencing=resource-only", "--on-io-error=detach",
+			"--c-max-rate=102400k", "--fencing=resource-and-stonith", "--on-io-error=detach",
 			"/lib/drbd/drbdsetup-84 connect r3 " + peer,
 			"--protocol=C", "--after-sb-0pri=disconnect", "--allow-two-primaries=no", "--timeout=25",
 		}},

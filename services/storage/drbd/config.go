@@ -81,13 +81,15 @@ var commonNet = [][2]string{
 }
 
 // on-io-error detach: a failing backing disk makes the leg Diskless and
-// the peer serves reads and writes. fencing resource-only: when the
-// connection is lost, a Primary calls the fence-peer helper (our
-// usermode helper) to outdate the peer before it writes on alone.
+// the peer serves reads and writes. fencing resource-and-stonith: when the
+// connection is lost, a Primary freezes its I/O and calls the fence-peer
+// helper (our usermode helper), which answers once the peer's leg is
+// outdated or this PM has the right to write alone; a PM that lost that
+// right keeps its I/O frozen, so it acknowledges nothing its peer lacks.
 // c-plan-ahead > 0 turns on the dynamic resync-rate controller.
 var commonDisk = [][2]string{
 	{"on-io-error", "detach"},
-	{"fencing", "resource-only"},
+	{"fencing", "resource-and-stonith"},
 	{"al-extents", "1237"},
 	{"c-plan-ahead", "20"},
 }

@@ -47,7 +47,7 @@ common {
 	}
 	disk {
 		on-io-error detach;
-		fencing resource-only;
+		fencing resource-and-stonith;
 		al-extents 1237;
 		c-plan-ahead 20;
 	}
@@ -240,7 +240,7 @@ func TestRenderDrbdadmDump(t *testing.T) {
 				}
 			}
 		}
-		for _, want := range []string{"usage-count no;", "fencing          resource-only;", "after-sb-2pri    disconnect;"} {
+		for _, want := range []string{"usage-count no;", "fencing          resource-and-stonith;", "after-sb-2pri    disconnect;"} {
 			if !strings.Contains(out, want) {
 				t.Errorf("dump lacks %q:\n%s", want, out)
 			}

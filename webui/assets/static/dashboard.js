@@ -500,6 +500,7 @@
       primary: primaryName(u),
       epoch: String(u.epoch),
       image_version: u.image_version,
+      operation: u.operation || "none",
     };
     document.querySelectorAll("[data-field]").forEach(function (e) {
       const v = fields[e.dataset.field];
