@@ -8,9 +8,10 @@ SCENARIOS := ./qemu-tests/scenario/...
 TEST_TIMEOUT ?= 75m
 
 DEB_PACKAGES := qemu-system-x86 qemu-utils linux-image-amd64 drbd-utils lvm2 \
-	e2fsprogs fdisk gdisk iproute2 kmod cpio xz-utils chromium ca-certificates git
+	e2fsprogs fdisk gdisk iproute2 kmod cpio xz-utils chromium ca-certificates git \
+	openipmi
 
-.PHONY: all deps go-check webui-assets image lab test test-fast test-qemu bench lint clean
+.PHONY: all deps go-check webui-assets image quorum lab test test-fast test-qemu soak bench lint clean
 
 all: image
 
@@ -56,6 +57,10 @@ $(WEBUI_VENDOR)/.installed: webui/package.json webui/package-lock.json | deps
 image: deps webui-assets
 	$(GO) run ./imagebuild -o $(OUT)
 
+# The quorum server, a static binary for any Linux host or VM.
+quorum: go-check
+	CGO_ENABLED=0 $(GO) build -o $(OUT)/dyad-quorum ./services/cmd/dyad-quorum
+
 # Built, not `go run`: the lab's own exit status (0 after Ctrl-C) reaches make.
 lab: image
 	$(GO) build -o $(OUT)/dyad-lab ./qemu-tests/lab
@@ -68,10 +73,14 @@ lab: image
 test: lint image test-fast test-qemu
 
 test-fast: deps webui-assets
-	DYAD_REQUIRE_ASSETS=1 $(GO) test -timeout 20m $$($(GO) list ./... | grep -v '/qemu-tests/scenario')
+	DYAD_REQUIRE_ASSETS=1 DYAD_REQUIRE_IPMI=1 $(GO) test -timeout 20m $$($(GO) list ./... | grep -v '/qemu-tests/scenario')
 
 test-qemu: image
 	DYAD_REQUIRE_IMAGE=1 $(GO) test -v -count=1 -timeout $(TEST_TIMEOUT) $(SCENARIOS)
+
+# The partition test a hundred times over (five in make test).
+soak: image
+	DYAD_REQUIRE_IMAGE=1 DYAD_PARTITION_REPS=100 $(GO) test -v -count=1 -timeout 12h -run 'TestPartitionOneWriter' $(SCENARIOS)
 
 bench: image
 	$(GO) run ./qemu-tests/bench -out $(OUT) -results bench/results

@@ -182,6 +182,12 @@ func vmUnitBench(ctx context.Context, log *slog.Logger, out string) (_ []sample,
 		return nil, err
 	}
 
+	ops, err := opsBench(ctx, log, u, poll, slow, id)
+	if err != nil {
+		return nil, err
+	}
+	s = append(s, ops...)
+
 	// The failover starts from a redundant unit, as a real failure would
 	// find it.
 	if v, err = waitVM(ctx, poll, id, vmStateTimeout, "the VM Running after the migration", inState(vm.Running)); err != nil {

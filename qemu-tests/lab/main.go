@@ -21,6 +21,8 @@ import (
 	"time"
 
 	"github.com/dyad-ha/dyad/qemu-tests/harness"
+	"github.com/dyad-ha/dyad/services/apiclient"
+	"github.com/dyad-ha/dyad/services/unit"
 )
 
 // progressEvery is how often the lab reports while the console is not up.
@@ -85,14 +87,17 @@ func run(log *slog.Logger, out, workDir string, port, memory int, wait time.Dura
 	for _, pm := range u.PMs() {
 		logs = append(logs, pm.SerialLogPath())
 	}
+	bmcs := configureBMCs(ctx, log, u, url)
 	fmt.Printf(`
 Dyad lab unit %q is up.
   Console:       %s/
   First login:   admin / admin
   Serial logs:   %s
   Namespace:     %s (ip netns exec %s ...)
+  Quorum server: %s (in the namespace)
+  BMCs (IPMI):   %s
 Ctrl-C stops the unit.
-`, harness.UnitName, url, strings.Join(logs, ", "), u.Namespace(), u.Namespace())
+`, harness.UnitName, url, strings.Join(logs, ", "), u.Namespace(), u.Namespace(), harness.QuorumAddr, bmcs)
 	<-ctx.Done()
 	return nil
 }
@@ -148,4 +153,25 @@ func lastLine(b []byte) string {
 		b = b[:limit]
 	}
 	return string(bytes.TrimSpace(b))
+}
+
+// configureBMCs gives each PM a simulated BMC (ipmi_sim) and tells the unit,
+// so Power On and Power Off work in the lab as on hardware. A failure only
+// costs those commands.
+func configureBMCs(ctx context.Context, log *slog.Logger, u *harness.Unit, url string) string {
+	c := apiclient.New(url, "admin", "admin", &http.Client{Timeout: 30 * time.Second})
+	var out []string
+	for _, pm := range u.PMs() {
+		b, err := u.StartBMC(ctx, pm.N())
+		if err == nil {
+			_, err = c.SetBMC(ctx, pm.N(), unit.BMC{Addr: b.Addr, User: b.User, Password: b.Password})
+		}
+		if err != nil {
+			log.Warn("no BMC for the PM: Power On will not work for it", "pm", pm.N(), "err", err)
+			out = append(out, fmt.Sprintf("pm%d none", pm.N()))
+			continue
+		}
+		out = append(out, fmt.Sprintf("pm%d %s", pm.N(), b.Addr))
+	}
+	return strings.Join(out, ", ")
 }
