@@ -178,6 +178,10 @@ type Agent struct {
 	keptOff string
 	// askedOff is the peer boot last asked to shut down for a unit Shutdown.
 	askedOff string
+	// quorumUse is the quorum server (index of cfg.Quorum) both PMs agreed
+	// on; quorumProposed the one this PM announces; quorumFails counts the
+	// primary's failures to reach the agreed one.
+	quorumUse, quorumProposed, quorumFails int
 }
 
 // New prepares an agent: opens the unit database and derives the unit CA.
@@ -417,6 +421,9 @@ func (a *Agent) beat(now time.Time) cluster.Beat {
 		Role: a.role, Epoch: a.epoch, State: unit.PMRunning,
 		Uptime: a.opt.Uptime().Seconds(), Version: a.opt.Version, DBSeq: dbSeq,
 		Paths: map[string]bool{},
+	}
+	if a.quorum != nil {
+		b.Quorum = a.quorumProposed + 1
 	}
 	a.mu.Unlock()
 	if a.cfg.Ibiz0.IsValid() {

@@ -362,7 +362,10 @@ func (a *Agent) powerSelf(action string) {
 		if a.quorum != nil && len(a.cfg.Quorum) > 0 {
 			// The peer need not wait for the lease to run out.
 			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-			a.quorum.Release(ctx, a.cfg.Quorum[0])
+			a.mu.Lock()
+			server := a.cfg.Quorum[a.quorumUse]
+			a.mu.Unlock()
+			a.quorum.Release(ctx, server)
 			cancel()
 		}
 		if err := a.opt.Power(action); err != nil {

@@ -192,3 +192,39 @@ func TestPeerFailures(t *testing.T) {
 		t.Fatalf("after Reset Device and one failure: %+v", o)
 	}
 }
+
+// The PMs switch quorum servers together: the secondary follows the
+// primary's proposal, the proposal counts once the secondary announces it,
+// and a PM alone in the middle of a switch counts on neither server.
+func TestAgreeQuorumServer(t *testing.T) {
+	a := &Agent{cfg: pmconfig.Config{Node: 1, Quorum: []string{"q1:7413", "q2:7413"}}, log: slog.New(slog.DiscardHandler)}
+	peer := func(q int) cluster.View { return cluster.View{Seen: true, EverSeen: true, Peer: cluster.Beat{Quorum: q}} }
+	lost := cluster.View{Lost: true, EverSeen: true}
+	steps := []struct {
+		name    string
+		v       cluster.View
+		primary bool
+		propose int // set a.quorumProposed before the step; -1 leaves it
+		use     int
+		ok      bool
+	}{
+		{"both on the preferred", peer(1), true, -1, 0, true},
+		{"the primary proposes the alternate", peer(1), true, 1, 0, true},
+		{"lost before the secondary follows", lost, true, -1, 0, false},
+		{"the secondary announces it", peer(2), true, -1, 1, true},
+		{"lost after the switch", lost, true, -1, 1, true},
+	}
+	for _, s := range steps {
+		if s.propose >= 0 {
+			a.quorumProposed = s.propose
+		}
+		use, ok := a.agreeQuorumServer(s.v, s.primary)
+		if use != s.use || ok != s.ok {
+			t.Fatalf("%s: use %d ok %v, want %d %v", s.name, use, ok, s.use, s.ok)
+		}
+	}
+	b := &Agent{cfg: pmconfig.Config{Node: 2, Quorum: []string{"q1:7413", "q2:7413"}}, log: slog.New(slog.DiscardHandler)}
+	if use, ok := b.agreeQuorumServer(peer(2), false); use != 1 || !ok || b.quorumProposed != 1 {
+		t.Fatalf("the secondary did not follow the primary: use %d ok %v proposed %d", use, ok, b.quorumProposed)
+	}
+}

@@ -56,18 +56,34 @@ func (a *Agent) tendLease(ctx context.Context) {
 	}
 	now := time.Now()
 	v := a.mon.View(now)
-	if v.Seen && a.Role() != unit.RolePrimary {
+	primary := a.Role() == unit.RolePrimary
+	use, ok := a.agreeQuorumServer(v, primary)
+	if v.Seen && !primary {
 		a.mu.Lock()
 		a.lease = cluster.LeaseState{}
 		a.mu.Unlock()
 		return
 	}
+	if !ok {
+		a.mu.Lock()
+		a.lease.Err = "the peer was lost while the PMs were switching quorum servers: neither counts"
+		a.mu.Unlock()
+		return
+	}
 	ctx, cancel := context.WithTimeout(ctx, cluster.LeaseRenew-100*time.Millisecond)
 	defer cancel()
-	server := a.cfg.Quorum[0]
+	server := a.cfg.Quorum[use]
 	l, err := a.quorum.Acquire(ctx, server, cluster.LeaseTTL)
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if v.Seen && primary && len(a.cfg.Quorum) > 1 {
+		if err == nil {
+			a.quorumFails = 0
+		} else if a.quorumFails++; a.quorumFails >= quorumSwitchAfter && a.quorumProposed == use {
+			a.quorumProposed = 1 - use
+			a.log.Warn("the quorum server does not answer: proposing the other one to the peer", "from", server, "to", a.cfg.Quorum[a.quorumProposed])
+		}
+	}
 	if l.Server != "" && l.PeerHeard >= 0 {
 		a.lease.PeerHeard = time.Now().Add(-l.PeerHeard)
 	}
@@ -89,6 +105,31 @@ func (a *Agent) tendLease(ctx context.Context) {
 	if l.Granted {
 		a.lease.Until, a.lease.Holder = l.Until, a.cfg.Node
 	}
+}
+
+// quorumSwitchAfter is how many renewals in a row the primary fails before
+// it proposes the other quorum server.
+const quorumSwitchAfter = 3
+
+// agreeQuorumServer keeps the two PMs on one quorum server: the secondary
+// follows the primary's, and the primary's proposal counts once the
+// secondary announces it too. A PM alone in the middle of a switch has no
+// server it may count on (ok false): the peer may already use the other.
+func (a *Agent) agreeQuorumServer(v cluster.View, primary bool) (use int, ok bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	announced := v.Peer.Quorum - 1
+	valid := announced >= 0 && announced < len(a.cfg.Quorum)
+	switch {
+	case v.Seen && !primary && valid && announced != a.quorumUse:
+		a.log.Info("following the primary to the other quorum server", "server", a.cfg.Quorum[announced])
+		a.quorumUse, a.quorumProposed = announced, announced
+	case v.Seen && primary && a.quorumProposed != a.quorumUse && valid && announced == a.quorumProposed:
+		a.log.Warn("both PMs use the other quorum server now", "server", a.cfg.Quorum[announced])
+		a.quorumUse = a.quorumProposed
+		a.lease = cluster.LeaseState{}
+	}
+	return a.quorumUse, v.Seen || a.quorumProposed == a.quorumUse
 }
 
 // authority weighs this PM's right to run VMs now.

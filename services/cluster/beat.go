@@ -32,6 +32,10 @@ type Beat struct {
 	Ibiz0 string `json:"ibiz0,omitempty"`
 	// Paths is the sender's view of each heartbeat path (true = up).
 	Paths map[string]bool `json:"paths"`
+	// Quorum is the quorum server the sender uses, 1 for the preferred, 2
+	// for the alternate, 0 without one: the primary proposes, the
+	// secondary follows, and a switch counts once both say the same.
+	Quorum int `json:"quorum,omitempty"`
 }
 
 var magic = []byte("DYHB1")
