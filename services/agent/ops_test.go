@@ -148,7 +148,7 @@ func TestPeerFailures(t *testing.T) {
 	a := &Agent{
 		cfg: pmconfig.Config{Node: 1}, db: db, log: slog.New(slog.DiscardHandler),
 		mon: cluster.NewMonitor(time.Second, "priv0"), start: time.Now(),
-		migrations: map[int]bool{}, opt: Options{BootID: "self-boot"},
+		migrations: map[int]bool{}, judgedBoots: map[string]string{}, opt: Options{BootID: "self-boot"},
 	}
 	ctx := context.Background()
 	lose := func(boot string) pmOps {
@@ -166,6 +166,17 @@ func TestPeerFailures(t *testing.T) {
 	if o := lose("b1"); len(o.Failures) != 1 || o.OutOfService {
 		t.Fatalf("after one failure: %+v", o)
 	}
+	if o := lose("b1"); len(o.Failures) != 1 {
+		t.Fatalf("one boot failed twice: %+v", o)
+	}
+	// Cut off: the quorum server heard the peer after it went silent here,
+	// and the same boot lost again as it resets is no failure either.
+	a.peerLosses = append(a.peerLosses, peerLoss{Boot: "cut", At: time.Now().UTC().Add(-time.Second)})
+	a.lease.PeerHeard = time.Now()
+	if o := lose("cut"); len(o.Failures) != 1 {
+		t.Fatalf("a peer cut off counted as failed: %+v", o)
+	}
+	a.lease.PeerHeard = time.Time{}
 	if err := a.updateOps(ctx, func(pms map[int]*pmOps, _ *unitOps) error {
 		pms[2].Off, pms[2].OffBoot = true, "b2"
 		return nil
@@ -198,7 +209,9 @@ func TestPeerFailures(t *testing.T) {
 // and a PM alone in the middle of a switch counts on neither server.
 func TestAgreeQuorumServer(t *testing.T) {
 	a := &Agent{cfg: pmconfig.Config{Node: 1, Quorum: []string{"q1:7413", "q2:7413"}}, log: slog.New(slog.DiscardHandler)}
-	peer := func(q int) cluster.View { return cluster.View{Seen: true, EverSeen: true, Peer: cluster.Beat{Quorum: q}} }
+	peer := func(q int) cluster.View {
+		return cluster.View{Seen: true, EverSeen: true, Peer: cluster.Beat{Quorum: q}}
+	}
 	lost := cluster.View{Lost: true, EverSeen: true}
 	steps := []struct {
 		name    string

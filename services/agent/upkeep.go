@@ -68,7 +68,23 @@ func (a *Agent) reconcileOps(ctx context.Context) error {
 		if (po.Off && po.OffBoot == l.Boot) || po.Rebooting || po.OutOfService || uo.Shutdown != "" {
 			continue
 		}
+		a.mu.Lock()
+		if len(a.judgedBoots) > 64 {
+			clear(a.judgedBoots) // boots of long ago
+		}
+		judged := a.judgedBoots[l.Boot]
 		if peerHeard.After(l.At) {
+			a.judgedBoots[l.Boot] = "cut off"
+		} else if judged == "" {
+			a.judgedBoots[l.Boot] = "failed"
+		}
+		a.mu.Unlock()
+		switch {
+		case judged != "":
+			// One boot fails once: a peer cut off that then reset itself
+			// (it may be heard for a moment as it goes) did not fail.
+			continue
+		case peerHeard.After(l.At):
 			a.log.Warn("the peer PM was cut off, not failed: the quorum server heard it after its heartbeats stopped", "pm", peer)
 			continue
 		}
