@@ -306,3 +306,43 @@ func watchOneWriter(ctx context.Context, u *harness.Unit, id int) func() string 
 		return <-done
 	}
 }
+
+// TestSecondaryTakesOverProvenDead runs without a quorum server: when the
+// primary loses power, the secondary takes over because the primary's BMC
+// (IPMI to a simulated BMC) reports it powered off, and never fences itself.
+func TestSecondaryTakesOverProvenDead(t *testing.T) {
+	ctx := t.Context()
+	u := harness.StartT(t, harness.Options{N: 2, NoQuorum: true})
+	c := client(u)
+	waitFormed(t, ctx, c)
+	un, err := c.Unit(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, s := un.Primary, 3-un.Primary
+	b, err := u.StartBMC(ctx, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.SetBMC(ctx, p, unit.BMC{Addr: b.Addr, User: b.User, Password: b.Password}); err != nil {
+		t.Fatal(err)
+	}
+	waitDatabaseInStep(t, ctx, c)
+	if err := u.PM(p).PowerOff(ctx); err != nil {
+		t.Fatal(err)
+	}
+	off := time.Now()
+	err = harness.WaitFor(ctx, formTimeout, fmt.Sprintf("pm%d primary, its peer proven dead", s), func(ctx context.Context) (bool, error) {
+		if un, err = c.Unit(ctx); err != nil {
+			return false, err
+		}
+		return met(un.Primary == s && un.Quorum.Verdict == "run", "primary %d, quorum %+v", un.Primary, un.Quorum)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("pm%d took over %s after the power-off: %s", s, time.Since(off).Round(time.Millisecond), un.Quorum.Reason)
+	if bytes.Contains(u.PM(s).SerialLog(), fenceLine) {
+		t.Errorf("pm%d fenced itself although its peer's BMC proved the peer off", s)
+	}
+}

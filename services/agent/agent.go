@@ -185,6 +185,8 @@ type Agent struct {
 	// on; quorumProposed the one this PM announces; quorumFails counts the
 	// primary's failures to reach the agreed one.
 	quorumUse, quorumProposed, quorumFails int
+	// proof is what the peer's BMC said since the peer was lost.
+	proof proofState
 }
 
 // New prepares an agent: opens the unit database and derives the unit CA.
@@ -327,6 +329,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	// The quorum lease and the verdict it gives: loops of their own, so a
 	// slow quorum server never delays the loser's stop.
 	wg.Go(func() { every(ctx, cluster.LeaseRenew, func() { a.tendLease(ctx) }) })
+	wg.Go(func() { every(ctx, cluster.LeaseRenew, func() { a.seekProof(ctx) }) })
 	wg.Go(func() { every(ctx, judgeInterval, func() { a.judge(ctx) }) })
 	// Every PM keeps its kernel network as the unit database wants it and
 	// probes its business ports for the peer's.

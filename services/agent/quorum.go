@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/dyad-ha/dyad/services/bmc"
 	"github.com/dyad-ha/dyad/services/cluster"
 	"github.com/dyad-ha/dyad/services/quorum"
 	"github.com/dyad-ha/dyad/services/unit"
@@ -142,6 +143,7 @@ func (a *Agent) authority() cluster.Authority {
 	return cluster.Authorize(cluster.Claim{
 		Node: a.cfg.Node, Role: a.role, PeerSeen: v.Seen, Formed: v.EverSeen,
 		LostFor: now.Sub(lostAt), Quorum: a.quorum != nil, Lease: a.lease,
+		ProvenDead: a.proof.dead, ProofPending: !v.Seen && a.proof.hasBMC && !a.proof.asked,
 		Forced: a.forced, Now: now,
 	})
 }
@@ -294,4 +296,41 @@ func (a *Agent) peerLostAt(v cluster.View) time.Time {
 		}
 	}
 	return at
+}
+
+// proofState is what the peer's BMC said since the peer was lost.
+type proofState struct {
+	// hasBMC: the peer has a BMC (as known while it was heard).
+	hasBMC bool
+	// asked: its BMC answered, or could not be reached, since the loss;
+	// dead: it answered that the peer is powered off.
+	asked, dead bool
+}
+
+// seekProof asks the peer's BMC, while the peer is lost, whether it is
+// powered off: proof that it is dead, which lets a secondary without a
+// quorum server take over.
+func (a *Agent) seekProof(ctx context.Context) {
+	v := a.mon.View(time.Now())
+	ops, _, err := a.opsRecords()
+	if err != nil {
+		return
+	}
+	b := ops[a.cfg.Peer()].BMC
+	if v.Seen || !v.EverSeen || b == nil {
+		a.mu.Lock()
+		a.proof = proofState{hasBMC: b != nil}
+		a.mu.Unlock()
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	on, err := bmc.PowerStatus(ctx, bmc.Config{Addr: b.Addr, User: b.User, Password: b.Password})
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	dead := err == nil && !on
+	if dead != a.proof.dead || !a.proof.asked {
+		a.log.Warn("asked the lost peer's BMC", "powered_off", dead, "err", err)
+	}
+	a.proof = proofState{hasBMC: true, asked: true, dead: dead}
 }

@@ -596,7 +596,21 @@ func (a *Agent) Command(ctx context.Context, id int, name string, args unit.VMAc
 			return nil
 		})
 	case vm.Migrate:
-		err = a.startMigration(ctx, id, args.To)
+		// The operator chose the PM: it becomes the VM's home, or load
+		// balancing would move the VM straight back.
+		to := args.To
+		if to == 0 {
+			to = 3 - cur.Node
+		}
+		if err = a.startMigration(ctx, id, to); err == nil {
+			err = a.updateVM(ctx, id, func(r *vm.Record) error {
+				r.Home = to
+				if r.Placement.Policy == unit.PlaceManual || r.Placement.Policy == unit.PlaceMixed {
+					r.Placement.PM = to
+				}
+				return nil
+			})
+		}
 	default:
 		return cur, fmt.Errorf("%w: %s is not available in this version", webui.ErrConflict, cmd)
 	}

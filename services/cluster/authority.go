@@ -77,8 +77,9 @@ type Claim struct {
 	// Quorum: a quorum server is configured.
 	Quorum bool
 	Lease  LeaseState
-	// ProvenDead: the peer's BMC reports it powered off.
-	ProvenDead bool
+	// ProvenDead: the peer's BMC reports it powered off. ProofPending:
+	// the peer has a BMC whose answer is not in yet.
+	ProvenDead, ProofPending bool
 	// Forced: an operator used Force Quorum on this PM.
 	Forced bool
 	Now    time.Time
@@ -122,6 +123,8 @@ func Authorize(c Claim) Authority {
 		return Authority{Wait, "started alone: waiting for the peer PM (or an operator's Force Quorum)"}
 	case c.Role == unit.RolePrimary:
 		return Authority{Run, "peer lost; no quorum server: the primary keeps running"}
+	case c.ProofPending:
+		return Authority{Wait, "peer lost; asking its BMC whether it is powered off"}
 	}
 	return Authority{Lose, "peer lost; no quorum server and no proof the peer is dead: the primary keeps running"}
 }

@@ -32,6 +32,7 @@ func TestAuthorize(t *testing.T) {
 		{"alone since boot, no quorum server", Claim{Node: 1, Role: unit.RolePrimary, LostFor: time.Hour}, Wait},
 		{"no quorum server: the primary keeps running", Claim{Node: 1, Role: unit.RolePrimary, Formed: true}, Run},
 		{"no quorum server: the secondary loses", Claim{Node: 2, Role: unit.RoleSecondary, Formed: true}, Lose},
+		{"no quorum server: the secondary asks the peer's BMC", Claim{Node: 2, Role: unit.RoleSecondary, Formed: true, ProofPending: true}, Wait},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
