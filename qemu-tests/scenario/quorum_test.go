@@ -98,13 +98,16 @@ func TestPartitionOneWriter(t *testing.T) {
 		loser := fenced[0]
 		winner := 3 - loser
 		t.Logf("pm%d fenced itself %s after the cut", loser, time.Since(cut).Round(time.Millisecond))
-		g.waitQEMU(ctx, winner, 0)
-		v = g.wait(ctx, vmFailoverTimeout, fmt.Sprintf("the VM on pm%d", winner), func(v unit.VM) error {
-			if v.Node != winner {
-				return fmt.Errorf("node pm%d", v.Node)
+		// The winner's QEMU may take a while to come up (its first nested
+		// KVM guest under a loaded host); the watch above checks all the
+		// while that no second copy runs.
+		v = g.wait(ctx, vmFailoverTimeout, fmt.Sprintf("the VM's QEMU on pm%d", winner), func(v unit.VM) error {
+			if v.Node != winner || v.Started.IsZero() {
+				return fmt.Errorf("node pm%d, started %v", v.Node, v.Started)
 			}
 			return stateIs(runningStates...)(v)
 		})
+		g.waitQEMU(ctx, winner, 0)
 		t.Logf("the guest runs on pm%d alone %s after the cut", winner, time.Since(cut).Round(time.Millisecond))
 		g.waitGuest(ctx, guestBootTimeout, "the guest to write durably on the winner", g.trace, func(tr *harness.GuestTrace) error {
 			if b, ok := tr.Latest(); !ok || b.Durable <= acked {
