@@ -107,7 +107,15 @@ func TestPartitionOneWriter(t *testing.T) {
 			}
 			return stateIs(runningStates...)(v)
 		})
-		g.waitQEMU(ctx, winner, 0)
+		// The loser's test channel is silent while it resets: ask the
+		// winner alone now, both once the loser is back.
+		err = harness.WaitFor(ctx, qemuCheckTimeout, fmt.Sprintf("VM %d's QEMU on pm%d", g.id, winner), func(ctx context.Context) (bool, error) {
+			pid, running, err := qemuOf(ctx, u.PM(winner), g.id)
+			return met(err == nil && running, "pid %d running %v: %v", pid, running, err)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
 		t.Logf("the guest runs on pm%d alone %s after the cut", winner, time.Since(cut).Round(time.Millisecond))
 		g.waitGuest(ctx, guestBootTimeout, "the guest to write durably on the winner", g.trace, func(tr *harness.GuestTrace) error {
 			if b, ok := tr.Latest(); !ok || b.Durable <= acked {
