@@ -67,7 +67,10 @@ func opsBench(ctx context.Context, log *slog.Logger, u *harness.Unit, poll, slow
 		if un, err = poll.Unit(ctx); err != nil {
 			return false, err
 		}
-		return un.Quorum.Holder != 0 && un.Quorum.Holder == un.Primary, fmt.Errorf("quorum %+v", un.Quorum)
+		if un.Quorum.Holder != 0 && un.Quorum.Holder == un.Primary {
+			return true, nil
+		}
+		return false, fmt.Errorf("quorum %+v", un.Quorum)
 	})
 	if err != nil {
 		return nil, err
