@@ -174,9 +174,8 @@ type Agent struct {
 	// losses not yet weighed by the primary's upkeep.
 	peerUpBoot string
 	peerLosses []peerLoss
-	// judgedBoots are the peer's boots whose loss was weighed: "failed" or
-	// "cut off".
-	judgedBoots map[string]string
+	// judgedBoots are the peer's boots whose loss was weighed.
+	judgedBoots map[string]bool
 	// keptOff is the boot of the out-of-service peer last powered off.
 	keptOff string
 	// askedOff is the peer boot last asked to shut down for a unit Shutdown.
@@ -215,7 +214,7 @@ func New(opt Options) (*Agent, error) {
 		storageKick: make(chan struct{}, 1),
 		vmKick:      make(chan struct{}, 1),
 		migrations:  map[int]bool{},
-		judgedBoots: map[string]string{},
+		judgedBoots: map[string]bool{},
 		hbKey:       unitca.HeartbeatKey(opt.Config.UnitKey),
 		leases:      opt.Leases,
 		clientID:    dhcpClientID(opt.Config.UnitKey),

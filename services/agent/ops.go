@@ -70,54 +70,55 @@ type unitOps struct {
 // rolling reboots the PMs in Order one at a time: evacuate, reboot, wait
 // for it back and in sync, finalize.
 type rolling struct {
-	Order []int     `json:"order"`
-	Index int       `json:"index"`
-	Phase string    `json:"phase"` // "evacuate", "reboot", "return"
-	Since time.Time `json:"since"`
+	Order []int  `json:"order"`
+	Index int    `json:"index"`
+	Phase string `json:"phase"` // "evacuate", "reboot", "return"
+}
+
+// loadOps reads the operation records of both PMs and of the unit.
+func loadOps(r store.Reader) (map[int]*pmOps, *unitOps, error) {
+	pms := map[int]*pmOps{1: {ID: 1}, 2: {ID: 2}}
+	for id, o := range pms {
+		if b := r.Get(bucketPMOps, strconv.Itoa(id)); b != nil {
+			if err := json.Unmarshal(b, o); err != nil {
+				return nil, nil, fmt.Errorf("pm %d operations: %w", id, err)
+			}
+		}
+	}
+	var u unitOps
+	if b := r.Get(bucketUnitOps, unitOpsKey); b != nil {
+		if err := json.Unmarshal(b, &u); err != nil {
+			return nil, nil, fmt.Errorf("unit operations: %w", err)
+		}
+	}
+	return pms, &u, nil
 }
 
 func (a *Agent) opsRecords() (map[int]pmOps, unitOps, error) {
-	pms := map[int]pmOps{1: {ID: 1}, 2: {ID: 2}}
+	out := map[int]pmOps{}
 	var u unitOps
 	err := a.db.View(func(r store.Reader) error {
-		if err := r.ForEach(bucketPMOps, func(k string, v []byte) error {
-			var o pmOps
-			if err := json.Unmarshal(v, &o); err != nil {
-				return fmt.Errorf("pm ops %s: %w", k, err)
-			}
-			if o.ID == 1 || o.ID == 2 {
-				pms[o.ID] = o
-			}
-			return nil
-		}); err != nil {
+		pms, uo, err := loadOps(r)
+		if err != nil {
 			return err
 		}
-		if b := r.Get(bucketUnitOps, unitOpsKey); b != nil {
-			return json.Unmarshal(b, &u)
+		for id, o := range pms {
+			out[id] = *o
 		}
+		u = *uo
 		return nil
 	})
-	return pms, u, err
+	return out, u, err
 }
 
 // updateOps changes the PM and unit operation records in one transaction.
 func (a *Agent) updateOps(ctx context.Context, fn func(pms map[int]*pmOps, u *unitOps) error) error {
 	return a.commit(ctx, func(w store.Writer) error {
-		pms := map[int]*pmOps{1: {ID: 1}, 2: {ID: 2}}
-		for id := range pms {
-			if b := w.Get(bucketPMOps, strconv.Itoa(id)); b != nil {
-				if err := json.Unmarshal(b, pms[id]); err != nil {
-					return err
-				}
-			}
+		pms, u, err := loadOps(w)
+		if err != nil {
+			return err
 		}
-		var u unitOps
-		if b := w.Get(bucketUnitOps, unitOpsKey); b != nil {
-			if err := json.Unmarshal(b, &u); err != nil {
-				return err
-			}
-		}
-		if err := fn(pms, &u); err != nil {
+		if err := fn(pms, u); err != nil {
 			return err
 		}
 		for id, o := range pms {
@@ -148,8 +149,8 @@ func inService(o pmOps, up bool) bool {
 	return up && !o.Maintenance && !o.OutOfService && !o.Off
 }
 
-// pmAllowed are the commands PM id's state allows.
-func pmAllowed(o pmOps, up, peerInService bool, vmsOn int) []string {
+// pmAllowed are the commands a PM's state allows.
+func pmAllowed(o pmOps, up bool, vmsOn int) []string {
 	var out []string
 	switch {
 	case o.OutOfService:
@@ -190,7 +191,7 @@ func (a *Agent) opsView(pms []unit.PM) {
 		}
 		pm.Maintenance = o.Maintenance
 		pm.Failures = len(o.Failures)
-		pm.Allowed = pmAllowed(o, up, inService(ops[3-pm.ID], a.pmUp(3-pm.ID)), on)
+		pm.Allowed = pmAllowed(o, up, on)
 		if o.BMC != nil {
 			pm.BMC = &unit.BMC{Addr: o.BMC.Addr, User: o.BMC.User}
 		}
@@ -304,8 +305,7 @@ func (a *Agent) SetBMC(ctx context.Context, id int, b unit.BMC) (unit.PM, error)
 	}
 	var stored *unit.BMC
 	if b.Addr != "" {
-		c := bmc.Config{Addr: b.Addr, User: b.User, Password: b.Password}
-		if err := c.Validate(); err != nil {
+		if err := bmcConfig(b).Validate(); err != nil {
 			return unit.PM{}, fmt.Errorf("%w: %w", webui.ErrInvalid, err)
 		}
 		stored = &b
@@ -319,11 +319,15 @@ func (a *Agent) SetBMC(ctx context.Context, id int, b unit.BMC) (unit.PM, error)
 	return a.PM(ctx, id)
 }
 
+func bmcConfig(b unit.BMC) bmc.Config {
+	return bmc.Config{Addr: b.Addr, User: b.User, Password: b.Password}
+}
+
 // powerPM powers PM id on, off or down: through its BMC when it has one,
 // else by asking the PM's own agent (which cannot power a PM on).
 func (a *Agent) powerPM(ctx context.Context, id int, action string, b *unit.BMC) error {
 	if b != nil {
-		c := bmc.Config{Addr: b.Addr, User: b.User, Password: b.Password}
+		c := bmcConfig(*b)
 		ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 		defer cancel()
 		var err error
@@ -446,7 +450,7 @@ func (a *Agent) UnitCommand(ctx context.Context, cmd string, args unit.UnitActio
 		}
 		order := []int{a.cfg.Peer(), a.cfg.Node} // the secondary first: the primary moves once
 		err = a.updateOps(ctx, func(_ map[int]*pmOps, u *unitOps) error {
-			u.Rolling = &rolling{Order: order, Phase: "evacuate", Since: time.Now().UTC()}
+			u.Rolling = &rolling{Order: order, Phase: "evacuate"}
 			return nil
 		})
 	default:

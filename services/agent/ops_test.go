@@ -35,7 +35,7 @@ func TestPMAllowed(t *testing.T) {
 		{"out of service", pmOps{Failures: failed, OutOfService: true, BMC: bmc}, false, 0, []string{unit.PMResetDevice}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := pmAllowed(tc.o, tc.up, true, tc.vms); !slices.Equal(got, tc.want) {
+			if got := pmAllowed(tc.o, tc.up, tc.vms); !slices.Equal(got, tc.want) {
 				t.Errorf("allowed %q, want %q", got, tc.want)
 			}
 		})
@@ -148,7 +148,7 @@ func TestPeerFailures(t *testing.T) {
 	a := &Agent{
 		cfg: pmconfig.Config{Node: 1}, db: db, log: slog.New(slog.DiscardHandler),
 		mon: cluster.NewMonitor(time.Second, "priv0"), start: time.Now(),
-		migrations: map[int]bool{}, judgedBoots: map[string]string{}, opt: Options{BootID: "self-boot"},
+		migrations: map[int]bool{}, judgedBoots: map[string]bool{}, opt: Options{BootID: "self-boot"},
 	}
 	ctx := context.Background()
 	lose := func(boot string) pmOps {

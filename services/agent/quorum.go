@@ -102,7 +102,7 @@ func (a *Agent) tendLease(ctx context.Context) {
 	if a.lease.Err != "" {
 		a.log.Info("quorum server answers again", "server", server)
 	}
-	a.lease.Err, a.lease.Answered, a.lease.Holder = "", now, l.Holder
+	a.lease.Err, a.lease.Holder = "", l.Holder
 	if l.Granted {
 		a.lease.Until, a.lease.Holder = l.Until, a.cfg.Node
 	}
@@ -325,7 +325,7 @@ func (a *Agent) seekProof(ctx context.Context) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
-	on, err := bmc.PowerStatus(ctx, bmc.Config{Addr: b.Addr, User: b.User, Password: b.Password})
+	on, err := bmc.PowerStatus(ctx, bmcConfig(*b))
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	dead := err == nil && !on

@@ -68,27 +68,9 @@ func (a *Agent) reconcileOps(ctx context.Context) error {
 		if (po.Off && po.OffBoot == l.Boot) || po.Rebooting || po.OutOfService || uo.Shutdown != "" {
 			continue
 		}
-		a.mu.Lock()
-		if len(a.judgedBoots) > 64 {
-			clear(a.judgedBoots) // boots of long ago
+		if a.failed(l, peerHeard) {
+			failures = append(failures, l.At)
 		}
-		judged := a.judgedBoots[l.Boot]
-		if peerHeard.After(l.At) {
-			a.judgedBoots[l.Boot] = "cut off"
-		} else if judged == "" {
-			a.judgedBoots[l.Boot] = "failed"
-		}
-		a.mu.Unlock()
-		switch {
-		case judged != "":
-			// One boot fails once: a peer cut off that then reset itself
-			// (it may be heard for a moment as it goes) did not fail.
-			continue
-		case peerHeard.After(l.At):
-			a.log.Warn("the peer PM was cut off, not failed: the quorum server heard it after its heartbeats stopped", "pm", peer)
-			continue
-		}
-		failures = append(failures, l.At)
 	}
 	pruned := slices.DeleteFunc(slices.Clone(po.Failures), func(t time.Time) bool { return now.Sub(t) > FailureWindow })
 	all := append(pruned, failures...)
@@ -131,6 +113,27 @@ func (a *Agent) reconcileOps(ctx context.Context) error {
 		}
 	}
 	return a.balance(ctx, ops, v.Seen, now)
+}
+
+// failed tells a failure of the peer from a cut: a peer the quorum server
+// heard after it went silent here was cut off. Each boot of the peer is
+// judged once: one cut off is heard for a moment as it resets, and that
+// second loss is no failure either.
+func (a *Agent) failed(l peerLoss, peerHeard time.Time) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if len(a.judgedBoots) > 64 {
+		clear(a.judgedBoots) // boots of long ago
+	}
+	if a.judgedBoots[l.Boot] {
+		return false
+	}
+	a.judgedBoots[l.Boot] = true
+	if peerHeard.After(l.At) {
+		a.log.Warn("the peer PM was cut off, not failed: the quorum server heard it after its heartbeats stopped", "pm", a.cfg.Peer())
+		return false
+	}
+	return true
 }
 
 // keepOff powers an out-of-service PM off when it shows up, once per boot.
@@ -297,7 +300,7 @@ func (a *Agent) upkeepRolling(ctx context.Context, uo unitOps, ops map[int]pmOps
 		a.log.Info("rolling reboot: rebooting", "pm", pm)
 		if err := set(func(pms map[int]*pmOps, ro *rolling) {
 			pms[pm].Rebooting, pms[pm].RebootedFrom = true, boot
-			ro.Phase, ro.Since = "reboot", time.Now().UTC()
+			ro.Phase = "reboot"
 		}); err != nil {
 			return err
 		}
@@ -306,7 +309,7 @@ func (a *Agent) upkeepRolling(ctx context.Context, uo unitOps, ops map[int]pmOps
 		if !up || boot == ops[pm].RebootedFrom {
 			return nil
 		}
-		return set(func(_ map[int]*pmOps, ro *rolling) { ro.Phase, ro.Since = "return", time.Now().UTC() })
+		return set(func(_ map[int]*pmOps, ro *rolling) { ro.Phase = "return" })
 	case "return":
 		if !up || !a.volumesInSync() {
 			return nil
@@ -315,7 +318,7 @@ func (a *Agent) upkeepRolling(ctx context.Context, uo unitOps, ops map[int]pmOps
 		return set(func(pms map[int]*pmOps, ro *rolling) {
 			pms[pm].Maintenance, pms[pm].Rebooting, pms[pm].RebootedFrom = false, false, ""
 			ro.Index++
-			ro.Phase, ro.Since = "evacuate", time.Now().UTC()
+			ro.Phase = "evacuate"
 		})
 	}
 	return nil

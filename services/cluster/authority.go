@@ -52,8 +52,6 @@ type LeaseState struct {
 	// Holder is the PM that holds it according to the server's last answer,
 	// 0 if none or never asked.
 	Holder int
-	// Answered is when the server last answered; zero if it never did.
-	Answered time.Time
 	// Err is the last failure to reach the server.
 	Err string
 	// PeerHeard is when, by this PM's clock, the server last heard the

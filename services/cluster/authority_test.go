@@ -9,9 +9,9 @@ import (
 
 func TestAuthorize(t *testing.T) {
 	now := time.Unix(5000, 0)
-	holds := LeaseState{Until: now.Add(3 * time.Second), Holder: 1, Answered: now}
+	holds := LeaseState{Until: now.Add(3 * time.Second), Holder: 1}
 	ranOut := LeaseState{Until: now.Add(LeaseMargin / 2), Holder: 1}
-	peerHolds := LeaseState{Holder: 1, Answered: now}
+	peerHolds := LeaseState{Holder: 1}
 	unreachable := LeaseState{Err: "no answer"}
 	tests := []struct {
 		name string
