@@ -88,10 +88,7 @@ func (c *Client) Acquire(ctx context.Context, server string, ttl time.Duration) 
 		d := time.Duration(ms) * time.Millisecond
 		l.Until = sent.Add(d - d/rateMargin)
 	}
-	if rep.Error != "" {
-		return l, fmt.Errorf("quorum server %s: %s", server, rep.Error)
-	}
-	return l, nil
+	return l, serverError(server, rep)
 }
 
 // Release gives the lease back. The caller must have stopped what the lease
@@ -101,10 +98,7 @@ func (c *Client) Release(ctx context.Context, server string) error {
 	if err != nil {
 		return err
 	}
-	if rep.Error != "" {
-		return fmt.Errorf("quorum server %s: %s", server, rep.Error)
-	}
-	return nil
+	return serverError(server, rep)
 }
 
 // Query asks who holds the lease. It grants nothing: Granted is false.
@@ -113,10 +107,15 @@ func (c *Client) Query(ctx context.Context, server string) (Lease, error) {
 	if err != nil {
 		return Lease{}, err
 	}
-	if rep.Error != "" {
-		return lease(server, rep), fmt.Errorf("quorum server %s: %s", server, rep.Error)
+	return lease(server, rep), serverError(server, rep)
+}
+
+// serverError is the reason the server gave in rep, nil without one.
+func serverError(server string, rep Reply) error {
+	if rep.Error == "" {
+		return nil
 	}
-	return lease(server, rep), nil
+	return fmt.Errorf("quorum server %s: %s", server, rep.Error)
 }
 
 func lease(server string, rep Reply) Lease {

@@ -2,8 +2,6 @@ package quorum
 
 import (
 	"bytes"
-	"crypto/hmac"
-	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"strings"
@@ -17,22 +15,13 @@ var (
 
 const testNonce = "00112233445566778899aabbccddeeff"
 
-// sign frames body as a datagram under key without any check, to build
-// datagrams the Marshal functions refuse to.
-func sign(key, body []byte) []byte {
-	out := append(append([]byte{}, magic...), body...)
-	m := hmac.New(sha256.New, key)
-	m.Write(out)
-	return m.Sum(out)
-}
-
 func signJSON(t testing.TB, key []byte, v any) []byte {
 	t.Helper()
 	body, err := json.Marshal(v)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return sign(key, body)
+	return frame(key, body)
 }
 
 func goodRequest() Request {
@@ -81,10 +70,10 @@ func TestUnmarshalRequest(t *testing.T) {
 		{"ttl over MaxTTL", with(func(r *Request) { r.TTLms = MaxTTL.Milliseconds() + 1 }), testKey, "lease of 30001 ms"},
 		{"query with ttl", with(func(r *Request) { r.Op = OpQuery }), testKey, "query with a TTL"},
 		{"reply as request", signJSON(t, testKey, goodReply()), testKey, "unknown field"},
-		{"unknown field", sign(testKey, []byte(`{"unit":"u1","node":1,"boot":"b","seq":1,"nonce":"`+testNonce+`","op":"query","x":1}`)), testKey, "unknown field"},
-		{"trailing data", sign(testKey, append(bytes.Clone(good[len(magic):len(good)-macSize]), " {}"...)), testKey, "after the JSON"},
-		{"not JSON", sign(testKey, []byte("hello, quorum")), testKey, "body"},
-		{"oversize", sign(testKey, append([]byte(`{"unit":"u1"}`), bytes.Repeat([]byte(" "), maxDatagram)...)), testKey, "not a Dyad quorum datagram"},
+		{"unknown field", frame(testKey, []byte(`{"unit":"u1","node":1,"boot":"b","seq":1,"nonce":"`+testNonce+`","op":"query","x":1}`)), testKey, "unknown field"},
+		{"trailing data", frame(testKey, append(bytes.Clone(good[len(magic):len(good)-macSize]), " {}"...)), testKey, "after the JSON"},
+		{"not JSON", frame(testKey, []byte("hello, quorum")), testKey, "body"},
+		{"oversize", frame(testKey, append([]byte(`{"unit":"u1"}`), bytes.Repeat([]byte(" "), maxDatagram)...)), testKey, "not a Dyad quorum datagram"},
 		{"other magic", append([]byte("DYHB1"), good[len(magic):]...), testKey, "not a Dyad quorum datagram"},
 		{"truncated", good[:len(magic)+macSize], testKey, "not a Dyad quorum datagram"},
 		{"empty", nil, testKey, "not a Dyad quorum datagram"},
@@ -184,10 +173,10 @@ func TestRequestUnit(t *testing.T) {
 		want string // "" for an error
 	}{
 		{"request", good, "u1"},
-		{"unsigned body is read too", sign(otherKey, []byte(`{"unit":"u2"}`)), "u2"},
-		{"no unit", sign(testKey, []byte(`{"node":1}`)), ""},
-		{"bad unit", sign(testKey, []byte(`{"unit":"a b"}`)), ""},
-		{"not JSON", sign(testKey, []byte(`{"unit":`)), ""},
+		{"unsigned body is read too", frame(otherKey, []byte(`{"unit":"u2"}`)), "u2"},
+		{"no unit", frame(testKey, []byte(`{"node":1}`)), ""},
+		{"bad unit", frame(testKey, []byte(`{"unit":"a b"}`)), ""},
+		{"not JSON", frame(testKey, []byte(`{"unit":`)), ""},
 		{"garbage", []byte("nonsense"), ""},
 	}
 	for _, tt := range tests {
@@ -214,7 +203,7 @@ func fuzzSeeds(f *testing.F) {
 func FuzzUnmarshalRequest(f *testing.F) {
 	fuzzSeeds(f)
 	f.Fuzz(func(t *testing.T, b []byte) {
-		for _, p := range [][]byte{b, sign(testKey, b)} {
+		for _, p := range [][]byte{b, frame(testKey, b)} {
 			requestUnit(p)
 			r, err := UnmarshalRequest(testKey, p)
 			if err != nil {
@@ -240,7 +229,7 @@ func FuzzUnmarshalRequest(f *testing.F) {
 func FuzzUnmarshalReply(f *testing.F) {
 	fuzzSeeds(f)
 	f.Fuzz(func(t *testing.T, b []byte) {
-		for _, p := range [][]byte{b, sign(testKey, b)} {
+		for _, p := range [][]byte{b, frame(testKey, b)} {
 			r, err := UnmarshalReply(testKey, p)
 			if err != nil {
 				continue

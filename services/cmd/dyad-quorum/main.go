@@ -68,7 +68,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	case c.unit == "" && c.keysFile == "":
 		return config{}, errors.New("nothing to serve: give -keys FILE, or -unit NAME -key HEX")
 	case c.unit != "":
-		if err := validUnit(c.unit); err != nil {
+		if err := quorum.ValidUnit(c.unit); err != nil {
 			return config{}, fmt.Errorf("-unit: %w", err)
 		}
 		k, err := parseKey(key)
@@ -118,7 +118,7 @@ func parseKeys(r io.Reader, name string) (map[string][]byte, error) {
 		if len(f) != 2 {
 			return nil, fmt.Errorf("%s:%d: want \"UNIT HEXKEY\", found %d fields", name, n, len(f))
 		}
-		if err := validUnit(f[0]); err != nil {
+		if err := quorum.ValidUnit(f[0]); err != nil {
 			return nil, fmt.Errorf("%s:%d: %w", name, n, err)
 		}
 		if first, ok := lineOf[f[0]]; ok {
@@ -146,20 +146,6 @@ func parseKey(s string) ([]byte, error) {
 		return nil, errors.New("quorum key is not 64 hex digits")
 	}
 	return k, nil
-}
-
-// validUnit accepts the unit names a request may carry (package quorum):
-// others could never be served.
-func validUnit(s string) error {
-	if s == "" || len(s) > 64 {
-		return fmt.Errorf("unit name of %d bytes, want 1 to 64", len(s))
-	}
-	for i := 0; i < len(s); i++ {
-		if s[i] <= ' ' || s[i] > '~' {
-			return fmt.Errorf("unit name %q is not printable ASCII", s)
-		}
-	}
-	return nil
 }
 
 // run is the command; it returns the exit code.

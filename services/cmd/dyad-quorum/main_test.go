@@ -51,7 +51,7 @@ func TestParseFlags(t *testing.T) {
 		{"key without unit", []string{"-keys", "k", "-key", hexA}, config{}, "go together"},
 		{"key not hex", []string{"-unit", "u1", "-key", "zz"}, config{}, "-key: quorum key is not 64 hex digits"},
 		{"short key", []string{"-unit", "u1", "-key", hexA[:62]}, config{}, "64 hex digits"},
-		{"bad unit", []string{"-unit", "u\x01", "-key", hexA}, config{}, "-unit: unit name"},
+		{"bad unit", []string{"-unit", "u\x01", "-key", hexA}, config{}, "-unit: quorum: unit name"},
 		{"long unit", []string{"-unit", strings.Repeat("u", 65), "-key", hexA}, config{}, "65 bytes"},
 		{"argument", []string{"-keys", "k", "extra"}, config{}, `unexpected argument "extra"`},
 		{"unknown flag", []string{"-port", "1"}, config{}, "not defined"},
@@ -86,7 +86,7 @@ func TestParseKeys(t *testing.T) {
 		{"three fields", "ua " + hexA + " extra\n", nil, "units:1: want"},
 		{"bad key", "ua " + hexA + "\n\nub nothex\n", nil, `units:3: unit "ub": quorum key is not 64 hex digits`},
 		{"duplicate", "ua " + hexA + "\nub " + hexB + "\nua " + hexB + "\n", nil, `units:3: unit "ua" is already on line 1`},
-		{"long unit", strings.Repeat("u", 65) + " " + hexA + "\n", nil, "units:1: unit name of 65 bytes"},
+		{"long unit", strings.Repeat("u", 65) + " " + hexA + "\n", nil, "units:1: quorum: unit name of 65 bytes"},
 		{"empty", "# nothing yet\n", nil, "units: no unit"},
 	}
 	for _, tt := range tests {
