@@ -13,7 +13,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -457,22 +456,8 @@ func (u *Unit) startBMC(ctx context.Context, n int, target powerTarget) (_ *BMC,
 	// Its own process group, so that Close also ends a chassis program
 	// ipmi_sim is waiting on; Pdeathsig ends it with the test process.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	started := make(chan error, 1)
-	go func() {
-		// Pdeathsig fires when the thread that forked exits: hold it for
-		// as long as ipmi_sim lives, as PM.PowerOn does for QEMU.
-		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
-		if err := cmd.Start(); err != nil {
-			started <- err
-			close(b.exited)
-			return
-		}
-		started <- nil
-		cmd.Wait()
+	if err := startHeld(cmd, b.exited, nil); err != nil {
 		close(b.exited)
-	}()
-	if err := <-started; err != nil {
 		return nil, fail(fmt.Errorf("start ipmi_sim: %w", err))
 	}
 	b.pid = cmd.Process.Pid

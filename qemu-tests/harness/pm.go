@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -119,21 +118,7 @@ func (pm *PM) PowerOn(ctx context.Context) error {
 	// can power off in order; Pdeathsig ends QEMU with the test process.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	p := &process{cmd: cmd, exited: make(chan struct{})}
-	started := make(chan error, 1)
-	go func() {
-		// Pdeathsig fires when the thread that forked exits, not the
-		// process: hold this thread for as long as QEMU lives.
-		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
-		if err := cmd.Start(); err != nil {
-			started <- err
-			return
-		}
-		started <- nil
-		p.err = cmd.Wait()
-		close(p.exited)
-	}()
-	if err := <-started; err != nil {
+	if err := startHeld(cmd, p.exited, &p.err); err != nil {
 		return fmt.Errorf("pm%d: start QEMU: %w", pm.n, err)
 	}
 	pm.log.Info("pm powered on", "pm", pm.n, "pid", cmd.Process.Pid)
