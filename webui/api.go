@@ -59,16 +59,14 @@ func (s *Server) pms(c *gin.Context) {
 }
 
 func (s *Server) pm(c *gin.Context) {
-	raw := c.Param("id")
-	id, err := strconv.Atoi(raw)
-	if err != nil || id < 1 {
-		apiError(c, http.StatusBadRequest, "invalid PM id "+strconv.Quote(raw)+": want a positive integer")
+	id, ok := pmID(c)
+	if !ok {
 		return
 	}
 	pm, err := s.cfg.Source.PM(c.Request.Context(), id)
 	switch {
 	case errors.Is(err, ErrNotFound):
-		apiError(c, http.StatusNotFound, "PM "+strconv.Itoa(id)+" not found")
+		apiError(c, http.StatusNotFound, pmNotFound(id))
 		return
 	case err != nil:
 		s.log.Error("webui: reading PM state", "pm", id, "err", err)

@@ -28,7 +28,7 @@ func parsePages() (*template.Template, error) {
 		"qServers":   quorumServers,
 		"qVerdict":   unit.Quorum.VerdictText,
 		"qHolder":    unit.Quorum.HolderText,
-		"pmState":    pmStateText,
+		"pmState":    unit.PM.StateText,
 		"pmCommand":  pmCommandLabel,
 		"okStatus":   okStatus,
 	}).ParseFS(assets, "assets/templates/*.html")
@@ -223,17 +223,6 @@ func quorumServers(q unit.Quorum) string {
 		return "none configured"
 	}
 	return strings.Join(q.Servers, ", ")
-}
-
-// pmStateText is a PM's state with its Maintenance: the states of a PM
-// held for an operator name it only while it runs or is off, not while it
-// evacuates its VMs.
-func pmStateText(pm unit.PM) string {
-	st := string(pm.State)
-	if pm.Maintenance && !strings.Contains(st, "Maintenance") {
-		st += " (in Maintenance)"
-	}
-	return st
 }
 
 // pmCommandLabel names a PM command (an API slug) as the Avance manual

@@ -95,6 +95,8 @@ func pmID(c *gin.Context) (int, bool) {
 	return id, true
 }
 
+func pmNotFound(id int) string { return "PM " + strconv.Itoa(id) + " not found" }
+
 const pmActionShape = `{"confirm": true} (work-on) or nothing`
 
 // parsePMAction decodes and checks the body of POST
@@ -232,7 +234,7 @@ func (s *Server) pmCommand(c *gin.Context) {
 		return
 	}
 	if err != nil {
-		s.sourceFailed(c, err, cmd+" PM "+strconv.Itoa(id), "PM "+strconv.Itoa(id)+" not found")
+		s.sourceFailed(c, err, cmd+" PM "+strconv.Itoa(id), pmNotFound(id))
 		return
 	}
 	s.log.Info("webui: PM command", "pm", id, "command", cmd, "confirm", args.Confirm, "user", c.GetString(userKey), "state", pm.State)
@@ -299,7 +301,7 @@ func (s *Server) setBMC(c *gin.Context) {
 	}
 	pm, err := s.cfg.Ops.SetBMC(c.Request.Context(), id, b)
 	if err != nil {
-		s.sourceFailed(c, err, "set the BMC of PM "+strconv.Itoa(id), "PM "+strconv.Itoa(id)+" not found")
+		s.sourceFailed(c, err, "set the BMC of PM "+strconv.Itoa(id), pmNotFound(id))
 		return
 	}
 	// The address and user only: the password never reaches a log.

@@ -1096,7 +1096,12 @@ func TestPMCommandsInBrowser(t *testing.T) {
 	if asked, _ := p.eval(`window.asked.join("|")`); asked != "Shut down both PMs and every VM?" {
 		t.Errorf("the page asked %q before Shutdown", asked)
 	}
-	time.Sleep(300 * time.Millisecond)
+	// The page asks before anything else and sends synchronously after a
+	// yes, showing "Shutdown of the unit…" first: a status still hidden
+	// now means nothing was sent.
+	if hidden, err := p.eval(`document.getElementById("unit-ops-status").hidden`); err != nil || hidden != "true" {
+		t.Fatalf("a cancelled Shutdown went on to be sent (status hidden %q, %v)", hidden, err)
+	}
 	if n := len(f.callLog()); n != 3 {
 		t.Fatalf("a cancelled Shutdown was sent: %q", f.callLog())
 	}

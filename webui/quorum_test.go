@@ -358,7 +358,12 @@ func TestForceQuorumInBrowser(t *testing.T) {
 	if !strings.Contains(asked, "both PMs write the same volumes (split brain)") || !strings.Contains(asked, "Force quorum on this PM?") {
 		t.Errorf("the confirmation asked %q, want the risk", asked)
 	}
-	time.Sleep(300 * time.Millisecond)
+	// The page asks before anything else and sends synchronously after a
+	// yes, showing "Forcing quorum…" first: a status still hidden now
+	// means nothing was sent.
+	if hidden, err := p.eval(`document.getElementById("quorum-status").hidden`); err != nil || hidden != "true" {
+		t.Fatalf("a cancelled confirmation went on to send Force Quorum (status hidden %q, %v)", hidden, err)
+	}
 	if n := f.callCount(); n != 0 {
 		t.Fatalf("a cancelled confirmation sent Force Quorum (%d calls)", n)
 	}

@@ -64,8 +64,8 @@ func vmCommand(slug string) (vm.Command, bool) {
 	return "", false
 }
 
-// notAllowedReply is the 409 body of a command the VM's state refuses: the
-// client learns what it may do instead.
+// notAllowedReply is the 409 body of a command the VM's or PM's state
+// refuses: the client learns what it may do instead.
 type notAllowedReply struct {
 	Error   string   `json:"error"`
 	State   string   `json:"state"`

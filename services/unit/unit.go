@@ -6,6 +6,7 @@ package unit
 import (
 	"fmt"
 	"math"
+	"strings"
 	"time"
 )
 
@@ -81,6 +82,17 @@ type PM struct {
 	Allowed []string `json:"allowed,omitempty"`
 	// BMC is the PM's BMC without its password; nil when none.
 	BMC *BMC `json:"bmc,omitempty"`
+}
+
+// StateText is the PM's state with its Maintenance, as consoles show it:
+// the agent names Maintenance in the states of a PM that runs or is off,
+// not in those of one that evacuates its VMs.
+func (pm PM) StateText() string {
+	st := string(pm.State)
+	if pm.Maintenance && !strings.Contains(st, "Maintenance") {
+		st += " (in Maintenance)"
+	}
+	return st
 }
 
 // Link is a network link of a PM.

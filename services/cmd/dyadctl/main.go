@@ -191,21 +191,17 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		}
 		return exitOK
 	}
+	// The questions go to stderr: stdout keeps only the result, which
+	// may be JSON for a script.
 	if cmd.confirm != nil {
-		// The question goes to stderr: stdout keeps only the result,
-		// which may be JSON for a script.
-		if err := cmd.confirm(ctx, c, stdin, stderr); err != nil {
-			fmt.Fprintf(stderr, "dyadctl: %s: %v\n", cmd.name, err)
-			if errors.Is(err, errNotAsked) {
-				return exitUsage
-			}
-			return exitFail
-		}
+		err = cmd.confirm(ctx, c, stdin, stderr)
 	}
 	var v any
-	if cmd.ask != nil {
+	switch {
+	case err != nil: // refused: nothing is sent
+	case cmd.ask != nil:
 		v, err = cmd.ask(ctx, c, stdin, stderr)
-	} else {
+	default:
 		v, err = cmd.fetch(ctx, c)
 	}
 	if err != nil {
@@ -405,7 +401,7 @@ func printPMs(w io.Writer, pms []unit.PM) error {
 	tw := newTable(w)
 	fmt.Fprintln(tw, "ID\tNAME\tSTATE\tROLE\tPRIV0\tIBIZ0\tUPTIME\tFAILURES\tVERSION\tALLOWED")
 	for _, pm := range pms {
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", pm.ID, orDash(pm.Name), pmStateText(pm),
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", pm.ID, orDash(pm.Name), orDash(pm.StateText()),
 			orDash(string(pm.Role)), pathState(pm.Paths, unit.PathPriv0), pathState(pm.Paths, unit.PathIbiz0),
 			unit.FormatUptime(pm.UptimeSeconds), pm.Failures, orDash(pm.ImageVersion), orDash(strings.Join(pm.Allowed, ",")))
 	}
@@ -416,7 +412,7 @@ func printPM(w io.Writer, pm unit.PM) error {
 	tw := newTable(w)
 	fmt.Fprintf(tw, "ID:\t%d\n", pm.ID)
 	fmt.Fprintf(tw, "Name:\t%s\n", orDash(pm.Name))
-	fmt.Fprintf(tw, "State:\t%s\n", pmStateText(pm))
+	fmt.Fprintf(tw, "State:\t%s\n", orDash(pm.StateText()))
 	fmt.Fprintf(tw, "Activity:\t%s\n", orDash(pm.Activity))
 	fmt.Fprintf(tw, "Role:\t%s\n", orDash(string(pm.Role)))
 	fmt.Fprintf(tw, "Uptime:\t%s\n", unit.FormatUptime(pm.UptimeSeconds))

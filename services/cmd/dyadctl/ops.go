@@ -122,20 +122,10 @@ func needsConfirmation(err error) bool {
 }
 
 // explainPMRefusal adds to a 409 that refused a command in the PM's state
-// the commands that state allows, as dyadctl commands.
+// the commands that state allows, as dyadctl commands: a PM command's
+// dyadctl word is its API name.
 func explainPMRefusal(err error, id int) error {
-	var ae *apiclient.APIError
-	if !errors.As(err, &ae) || ae.StatusCode != 409 || ae.Allowed == nil {
-		return err
-	}
-	if len(ae.Allowed) == 0 {
-		return fmt.Errorf("%w\nno command is allowed now: wait for PM %d to leave this state (dyadctl pm show %d)", err, id, id)
-	}
-	msg := "allowed now:"
-	for _, a := range ae.Allowed {
-		msg += fmt.Sprintf("\n  dyadctl pm %s %d", a, id)
-	}
-	return fmt.Errorf("%w\n%s", err, msg)
+	return explainAllowed(err, "pm", strconv.Itoa(id), func(cmd string) (string, bool) { return cmd, true })
 }
 
 // parsePMBMC parses "pm bmc ID --addr HOST[:PORT] --user U
@@ -380,7 +370,7 @@ func cell(s string) string {
 // must say --yes; refusal says how.
 func askYes(ctx context.Context, stdin io.Reader, prompt io.Writer, question, refusal string) error {
 	if _, ok := terminalFd(stdin); !ok {
-		return fmt.Errorf("%w: stdin is not a terminal, so dyadctl cannot ask; %s", errNotAsked, refusal)
+		return notAsked(refusal)
 	}
 	fmt.Fprint(prompt, question)
 	answer, err := readAnswer(ctx, stdin)
@@ -393,13 +383,8 @@ func askYes(ctx context.Context, stdin io.Reader, prompt io.Writer, question, re
 	return nil
 }
 
-// pmStateText is a PM's state with its Maintenance, as the console shows
-// it: the agent names Maintenance in the states of a PM that runs or is
-// off, not in those of one that evacuates its VMs.
-func pmStateText(pm unit.PM) string {
-	st := string(pm.State)
-	if pm.Maintenance && !strings.Contains(st, "Maintenance") {
-		st += " (in Maintenance)"
-	}
-	return orDash(st)
+// notAsked is the refusal of a question dyadctl cannot ask: refusal says
+// how to go ahead without it.
+func notAsked(refusal string) error {
+	return fmt.Errorf("%w: stdin is not a terminal, so dyadctl cannot ask; %s", errNotAsked, refusal)
 }

@@ -18,8 +18,9 @@ const forceQuorumRisk = "Force Quorum lets this PM run the unit's VMs alone with
 	"If the peer is running them, both PMs write the same volumes (split brain) and one\n" +
 	"side's writes must later be discarded. Make sure the peer PM is powered off first."
 
-// errNotAsked refuses a Force Quorum that dyadctl cannot ask about; like a
-// delete without --yes, it is a usage error.
+// errNotAsked refuses a command that dyadctl must ask about but cannot
+// (stdin is not a terminal); like a delete without --yes, it is a usage
+// error.
 var errNotAsked = errors.New("not confirmed")
 
 // errDeclined is the operator's "no".
@@ -51,25 +52,18 @@ func parseUnitForceQuorum(words string, args []string) (command, error) {
 }
 
 // askForceQuorum shows the unit's quorum and the risk, and asks the
-// operator to type yes. It asks only on a terminal: a script's stdin
-// would answer whatever it holds, so a script must say --yes.
+// operator to type yes (askYes). It checks for a terminal before it reads
+// the unit, so that a script learns at once that it must say --yes.
 func askForceQuorum(ctx context.Context, c *apiclient.Client, stdin io.Reader, prompt io.Writer) error {
+	const refusal = "once you have made sure the peer PM is down, run again with --yes"
 	if _, ok := terminalFd(stdin); !ok {
-		return fmt.Errorf("%w: stdin is not a terminal, so dyadctl cannot ask; once you have made sure the peer PM is down, run again with --yes", errNotAsked)
+		return notAsked(refusal)
 	}
 	u, err := c.Unit(ctx)
 	if err != nil {
 		return fmt.Errorf("reading the unit's quorum: %w", err)
 	}
-	fmt.Fprintf(prompt, "Quorum: %s\n\n%s\n\nType yes to force quorum: ", quorumLine(u.Quorum), forceQuorumRisk)
-	answer, err := readAnswer(ctx, stdin)
-	if err != nil {
-		return err
-	}
-	if answer != "yes" {
-		return errDeclined
-	}
-	return nil
+	return askYes(ctx, stdin, prompt, fmt.Sprintf("Quorum: %s\n\n%s\n\nType yes to force quorum: ", quorumLine(u.Quorum), forceQuorumRisk), refusal)
 }
 
 // readAnswer reads one line from stdin. A read from a terminal does not

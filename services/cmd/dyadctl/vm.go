@@ -278,24 +278,30 @@ func vmCommandWords(command string) (string, bool) {
 // explainRefusal adds to a 409 that refused a command in the VM's state
 // the commands that state allows, as dyadctl commands.
 func explainRefusal(err error, v unit.VM) error {
+	return explainAllowed(err, "vm", v.Name, vmCommandWords)
+}
+
+// explainAllowed adds to a 409 that refused a command in the state of
+// the VM or PM ref (kind "vm" or "pm") the commands that state allows, as
+// dyadctl commands; words gives a command's dyadctl words, false for one
+// only the web console has.
+func explainAllowed(err error, kind, ref string, words func(string) (string, bool)) error {
 	var ae *apiclient.APIError
 	if !errors.As(err, &ae) || ae.StatusCode != 409 || ae.Allowed == nil {
 		return err
 	}
 	if len(ae.Allowed) == 0 {
-		return fmt.Errorf("%w\nno command is allowed now: wait for VM %s to leave this state (dyadctl vm show %s)", err, v.Name, v.Name)
+		return fmt.Errorf("%w\nno command is allowed now: wait for %s %s to leave this state (dyadctl %s show %s)",
+			err, strings.ToUpper(kind), ref, kind, ref)
 	}
-	var cmds, others []string
+	msg := "allowed now:"
+	var others []string
 	for _, a := range ae.Allowed {
-		if w, ok := vmCommandWords(a); ok {
-			cmds = append(cmds, "dyadctl vm "+w+" "+v.Name)
+		if w, ok := words(a); ok {
+			msg += "\n  dyadctl " + kind + " " + w + " " + ref
 		} else {
 			others = append(others, a)
 		}
-	}
-	msg := "allowed now:"
-	for _, c := range cmds {
-		msg += "\n  " + c
 	}
 	if len(others) > 0 {
 		msg += "\n  (in the web console: " + strings.Join(others, ", ") + ")"

@@ -59,7 +59,7 @@
     return out;
   }
 
-  // Same rules as pmStateText in dashboard.go.
+  // Same rules as unit.PM.StateText.
   function pmState(pm) {
     let st = String(pm.state || "");
     if (pm.maintenance && st.indexOf("Maintenance") < 0) st += " (in Maintenance)";
@@ -128,8 +128,8 @@
     return tr;
   }
 
-  // Same rules as quorumServers, quorumVerdict and quorumHolder in
-  // dashboard.go.
+  // Same rules as quorumServers in dashboard.go and unit.Quorum's
+  // VerdictText and HolderText.
   function quorumServers(q) {
     return q.servers && q.servers.length ? q.servers.join(", ") : "none configured";
   }
@@ -159,18 +159,13 @@
     const verdict = f("verdict");
     verdict.textContent = quorumVerdict(q);
     verdict.className = "badge quorum-" + token(q.verdict);
+    f("holder").textContent = quorumHolder(q);
     showText(f("reason"), q.reason);
     showText(f("error"), q.error);
     const force = document.getElementById("force-quorum");
     // Only while this PM waits: forcing a PM that runs, or one that lost
     // to a live peer, is what the lease is there to prevent.
     if (force) force.hidden = q.verdict !== "wait";
-  }
-
-  function setQuorumStatus(text, bad) {
-    const s = document.getElementById("quorum-status");
-    showText(s, text);
-    s.classList.toggle("status-error", bad);
   }
 
   // post sends a command with its JSON body and returns the answer's
@@ -197,6 +192,8 @@
     return new Error((r.body && r.body.error) || r.text);
   }
 
+  // setOpsStatus shows how a command went in the status line id of its
+  // section.
   function setOpsStatus(id, text, bad) {
     const s = document.getElementById(id);
     if (!s) return;
@@ -209,14 +206,14 @@
   async function forceQuorum(button) {
     if (!window.confirm(button.dataset.risk + "\n\nForce quorum on this PM?")) return;
     button.disabled = true;
-    setQuorumStatus("Forcing quorum…", false);
+    setOpsStatus("quorum-status", "Forcing quorum…", false);
     try {
       const r = await post("/api/v1/unit/actions/force-quorum", { confirm: true });
       if (!r.ok) throw failure(r);
       render(r.body);
-      setQuorumStatus("Quorum forced: this PM runs the unit's VMs alone.", false);
+      setOpsStatus("quorum-status", "Quorum forced: this PM runs the unit's VMs alone.", false);
     } catch (e) {
-      if (e !== notLoggedIn) setQuorumStatus("Force Quorum failed: " + e.message, true);
+      if (e !== notLoggedIn) setOpsStatus("quorum-status", "Force Quorum failed: " + e.message, true);
     } finally {
       button.disabled = false;
     }
