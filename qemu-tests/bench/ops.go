@@ -101,6 +101,7 @@ func opsBench(ctx context.Context, log *slog.Logger, u *harness.Unit, poll, slow
 	if err != nil {
 		return nil, err
 	}
+	log.Info("a PM fenced itself", "pm", loser, "seconds", time.Since(cut).Seconds())
 	winner := 3 - loser
 	if _, err := waitVM(ctx, poll, id, vmFailoverTimeout, fmt.Sprintf("the guest running on pm%d", winner), func(v unit.VM) (bool, error) {
 		if v.Node != winner || v.Started.IsZero() {
