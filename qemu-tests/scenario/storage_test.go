@@ -123,7 +123,16 @@ func failover(t *testing.T, ctx context.Context, u *harness.Unit, c *apiclient.C
 		if v, err = c.Volume(ctx, v.ID); err != nil {
 			return false, err
 		}
-		return met(n >= 48<<20 && v.State == unit.SyncUpToDate, "device of %d bytes, volume %s", n, v.State)
+		if n < 48<<20 || v.State != unit.SyncUpToDate {
+			return met(false, "device of %d bytes, volume %s", n, v.State)
+		}
+		// The unit's view lags the kernel by a report: the resync of the
+		// grown part must be over on the survivor's leg itself.
+		d, err := procMinor(ctx, u.PM(survivor), v.Minor)
+		if err != nil {
+			return false, err
+		}
+		return met(d.CS == drbd.Connected && d.Disk == "UpToDate" && d.PeerDisk == "UpToDate", "pm%d: %s %s/%s", survivor, d.CS, d.Disk, d.PeerDisk)
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -329,7 +329,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	// slow quorum server never delays the loser's stop.
 	wg.Go(func() { every(ctx, cluster.LeaseRenew, func() { a.tendLease(ctx) }) })
 	wg.Go(func() { every(ctx, cluster.LeaseRenew, func() { a.seekProof(ctx) }) })
-	wg.Go(func() { every(ctx, judgeInterval, func() { a.judge(ctx) }) })
+	wg.Go(func() { every(ctx, cluster.JudgeInterval, func() { a.judge(ctx) }) })
 	// Every PM keeps its kernel network as the unit database wants it and
 	// probes its business ports for the peer's.
 	wg.Go(func() { every(ctx, 2*time.Second, func() { a.reconcileNetwork(ctx) }) })

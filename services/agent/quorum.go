@@ -19,10 +19,6 @@ import (
 	"github.com/dyad-ha/dyad/webui"
 )
 
-// judgeInterval is how often the agent weighs its right to run VMs; a
-// loser must stop well within LoseAfter.
-const judgeInterval = 250 * time.Millisecond
-
 // forcedFile records an operator's Force Quorum for the current boot, so a
 // restarted agent keeps running what the operator forced.
 const forcedFile = "quorum-forced"

@@ -503,7 +503,7 @@ func (a *Agent) fencePeer(ctx context.Context, id int) int {
 		case <-ctx.Done():
 			a.log.Error("fence-peer: could not outdate the peer's leg", "volume", id, "err", errors.Join(errs...))
 			return fenceFailed
-		case <-time.After(judgeInterval):
+		case <-time.After(cluster.JudgeInterval):
 		}
 	}
 }

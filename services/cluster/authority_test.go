@@ -4,6 +4,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dyad-ha/dyad/init/watchdog"
 	"github.com/dyad-ha/dyad/services/unit"
 )
 
@@ -51,7 +52,13 @@ func TestLeaseMargins(t *testing.T) {
 	if LeaseRenew >= LeaseTTL-LeaseMargin {
 		t.Errorf("renewal every %v cannot keep a %v lease with a %v margin", LeaseRenew, LeaseTTL, LeaseMargin)
 	}
-	if FailoverGrace <= LoseAfter {
-		t.Errorf("failover after %v, before a loser gives up at %v", FailoverGrace, LoseAfter)
+	if FailoverGrace <= LoseAfter+FenceTimeout {
+		t.Errorf("failover after %v, before a loser that gives up at %v is reset", FailoverGrace, LoseAfter)
+	}
+	if LeaseMargin <= FenceTimeout+JudgeInterval {
+		t.Errorf("a holder gives up %v before its lease ends, but the judgement and the reset take up to %v", LeaseMargin, FenceTimeout+JudgeInterval)
+	}
+	if FenceTimeout != watchdog.FenceTimeout {
+		t.Errorf("FenceTimeout %v, but init's watchdog resets a fenced PM after %v", FenceTimeout, watchdog.FenceTimeout)
 	}
 }
