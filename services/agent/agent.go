@@ -176,6 +176,8 @@ type Agent struct {
 	peerLosses []peerLoss
 	// judgedBoots are the peer's boots whose loss was weighed.
 	judgedBoots map[string]bool
+	// pathsUp is each heartbeat path's state as last logged.
+	pathsUp map[string]bool
 	// keptOff is the boot of the out-of-service peer last powered off.
 	keptOff string
 	// askedOff is the peer boot last asked to shut down for a unit Shutdown.
@@ -215,6 +217,7 @@ func New(opt Options) (*Agent, error) {
 		vmKick:      make(chan struct{}, 1),
 		migrations:  map[int]bool{},
 		judgedBoots: map[string]bool{},
+		pathsUp:     map[string]bool{},
 		hbKey:       unitca.HeartbeatKey(opt.Config.UnitKey),
 		leases:      opt.Leases,
 		clientID:    dhcpClientID(opt.Config.UnitKey),

@@ -150,7 +150,7 @@ func (a *Agent) judge(ctx context.Context) {
 	au := a.authority()
 	v := a.mon.View(time.Now())
 	seen := v.Seen
-	a.watchPeer(seen, v.Peer.BootID)
+	a.watchPeer(v)
 	a.mu.Lock()
 	changed := au != a.verdict
 	a.verdict = au

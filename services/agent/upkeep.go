@@ -15,11 +15,25 @@ import (
 // the same VM at once.
 const migrationBackoff = time.Minute
 
-// watchPeer counts the peer's losses; the primary's upkeep turns each into
-// a failure unless the loss was intended.
-func (a *Agent) watchPeer(seen bool, boot string) {
+// watchPeer logs each heartbeat path that comes up or goes down and counts
+// the peer's losses; the primary's upkeep turns each loss into a failure
+// unless the loss was intended.
+func (a *Agent) watchPeer(v cluster.View) {
+	seen, boot := v.Seen, v.Peer.BootID
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	for _, p := range v.Paths {
+		if p.Up == a.pathsUp[p.Name] {
+			continue
+		}
+		a.pathsUp[p.Name] = p.Up
+		if p.Up {
+			from, _ := a.mon.PeerAddr(p.Name, time.Now())
+			a.log.Info("heartbeat path up", "path", p.Name, "from", from, "peer_boot", boot)
+		} else {
+			a.log.Info("heartbeat path down", "path", p.Name, "last_heard", p.LastSeen.UTC().Format(time.RFC3339Nano))
+		}
+	}
 	switch {
 	case seen:
 		a.peerUpBoot = boot
