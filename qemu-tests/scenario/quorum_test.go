@@ -98,6 +98,21 @@ func TestPartitionOneWriter(t *testing.T) {
 		loser := fenced[0]
 		winner := 3 - loser
 		t.Logf("pm%d fenced itself %s after the cut", loser, time.Since(cut).Round(time.Millisecond))
+		after := fences(u)
+		// host is where the guest runs once the partition is resolved. An
+		// emulated PM sometimes stalls for seconds on end while its nested
+		// guest boots (15 s once: "clocksource: Long readout interval");
+		// a winner stalled past its lease gives it up and fences itself
+		// too, and the other PM takes the lease and the guest. That is a
+		// second incident, and the checks below hold for it as well: one
+		// copy at a time, no split brain, no acknowledged write lost.
+		host := func() int {
+			if fences(u)[winner] > after[winner] {
+				t.Logf("pm%d, the winner, fenced itself later as well (its lease ran out): the guest follows to pm%d", winner, loser)
+				return loser
+			}
+			return winner
+		}
 		// The winner's QEMU may take a while to come up (its first nested
 		// KVM guest under a loaded host); the watch above checks all the
 		// while that no second copy runs.
@@ -131,7 +146,7 @@ func TestPartitionOneWriter(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		g.waitQEMU(ctx, winner, 0)
+		g.waitQEMU(ctx, host(), 0)
 
 		if both := watch(); both != "" {
 			t.Errorf("partition %d: two copies of the guest ran: %s", i, both)
@@ -148,11 +163,12 @@ func TestPartitionOneWriter(t *testing.T) {
 			}
 			return stateIs(vm.Running)(v)
 		})
-		g.waitQEMU(ctx, winner, 0)
-		t.Logf("partition %d/%d healed: the guest runs on pm%d, volumes in sync", i, reps, winner)
-		if v.Placement.PM != winner {
+		on := host()
+		g.waitQEMU(ctx, on, 0)
+		t.Logf("partition %d/%d healed: the guest runs on pm%d, volumes in sync", i, reps, on)
+		if v.Placement.PM != on {
 			// Keep it where it runs now.
-			if v, err = c.ConfigVM(ctx, g.id, unit.VMConfig{Placement: &unit.Placement{Policy: unit.PlaceManual, PM: winner}}); err != nil {
+			if v, err = c.ConfigVM(ctx, g.id, unit.VMConfig{Placement: &unit.Placement{Policy: unit.PlaceManual, PM: on}}); err != nil {
 				t.Fatal(err)
 			}
 		}
