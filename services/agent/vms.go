@@ -98,19 +98,31 @@ func (a *Agent) volumeRoles(unitPrimary bool) (primary, dual func(int) bool) {
 			return held[id]
 		case !ok || r.Node == 0:
 			return unitPrimary
-		case a.opt.VMs != nil && a.opt.VMs.Runs(r.ID):
-			// A QEMU here holds the device open until it has quit.
-			return true
-		case r.Migration.Active():
-			return r.Migration.From == self || r.Migration.To == self
 		}
-		return r.Node == self
+		return legWritable(self, r, a.opt.VMs != nil && a.opt.VMs.Runs(r.ID))
 	}
 	dual = func(id int) bool {
 		r, ok := owner[id]
 		return ok && r.Migration.Active()
 	}
 	return primary, dual
+}
+
+// legWritable reports whether PM self keeps writable the legs of VM r's
+// volumes, given whether a QEMU of r runs here.
+func legWritable(self int, r vm.Record, runsHere bool) bool {
+	switch {
+	case runsHere:
+		// A QEMU here holds the device open until it has quit.
+		return true
+	case r.Migration.Active():
+		// The target is writable from the start. The source stays writable
+		// until the record names the target, that is until the guest runs
+		// there; then it lets go, which is what the migration waits for
+		// before it ends dual-primary.
+		return r.Migration.To == self || r.Node == self
+	}
+	return r.Node == self
 }
 
 // vmDesired is what this PM's VM runner works from.
@@ -227,6 +239,21 @@ func (a *Agent) reconcileVMRecords(ctx context.Context, rep store.Replicator) er
 func (a *Agent) vmUpkeep(r *vm.Record, peerSeen, takeOver bool, reports map[int]*vm.NodeReport, now time.Time, log bool) bool {
 	self, peer := a.cfg.Node, a.cfg.Peer()
 	changed := false
+	// A silent peer ends a migration; before failover moves the VM, where
+	// it ran decides how. A blip of the heartbeats is not a loss: the
+	// migration running here ends by itself if the peer is really gone.
+	if m := r.Migration; !peerSeen && m.Active() {
+		switch {
+		case r.Node == m.To:
+			// The guest ran on the target before the peer went silent:
+			// the move itself is done, whatever becomes of the peer.
+			m.Status, m.Finished = vm.MigrationCompleted, now
+			changed = true
+		case takeOver || !a.migrationRunning(r.ID):
+			m.Status, m.Error, m.Finished = vm.MigrationFailed, "the peer PM was lost", now
+			changed = true
+		}
+	}
 	if takeOver && r.Node == peer {
 		// Failover: the peer is silent on every path. The volumes are
 		// promoted here only if DRBD and the storage rules agree this
@@ -235,10 +262,6 @@ func (a *Agent) vmUpkeep(r *vm.Record, peerSeen, takeOver bool, reports map[int]
 			a.log.Warn("failover: the VM's PM is lost; running it here", "vm", r.Name, "from", peer)
 		}
 		r.Node, changed = self, true
-	}
-	if !peerSeen && r.Migration.Active() {
-		r.Migration.Status, r.Migration.Error, r.Migration.Finished = vm.MigrationFailed, "the peer PM was lost", now
-		changed = true
 	}
 	if m := r.Migration; m.Active() && !a.migrationRunning(r.ID) {
 		// The primary that ran this migration stepped down: finish its
