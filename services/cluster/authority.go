@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/dyad-ha/dyad/init/watchdog"
 	"github.com/dyad-ha/dyad/services/unit"
 )
 
@@ -26,8 +27,8 @@ const (
 // Lease timing. A holder renews every LeaseRenew for LeaseTTL; it gives up
 // LeaseMargin before its own view of the end, which is never later than the
 // server's, so a PM that loses the lease has been reset by its watchdog
-// (FenceTimeout after the judgement that gives up) before the server grants
-// it to the peer.
+// (watchdog.FenceTimeout after the judgement that gives up) before the
+// server grants it to the peer.
 //
 // A holder that cannot renew for LeaseTTL-LeaseMargin gives up, running
 // VMs and all. On a loaded two-core CI host with emulated PMs a winner's
@@ -37,11 +38,8 @@ const (
 const (
 	LeaseTTL    = 6 * time.Second
 	LeaseRenew  = time.Second
-	LeaseMargin = FenceTimeout + JudgeInterval + 250*time.Millisecond
-	// FenceTimeout is how soon the watchdog resets a PM that fences
-	// itself (init/watchdog.FenceTimeout); JudgeInterval how often an
-	// agent weighs its right to run VMs.
-	FenceTimeout  = time.Second
+	LeaseMargin = watchdog.FenceTimeout + JudgeInterval + 250*time.Millisecond
+	// JudgeInterval is how often an agent weighs its right to run VMs.
 	JudgeInterval = 250 * time.Millisecond
 	// LoseAfter is how long a PM that never held the lease waits, from the
 	// loss of its peer, for it: by then the lease of a dead holder has
