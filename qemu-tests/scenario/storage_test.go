@@ -132,7 +132,7 @@ func failover(t *testing.T, ctx context.Context, u *harness.Unit, c *apiclient.C
 		if err != nil {
 			return false, err
 		}
-		return met(d.CS == drbd.Connected && d.Disk == "UpToDate" && d.PeerDisk == "UpToDate", "pm%d: %s %s/%s", survivor, d.CS, d.Disk, d.PeerDisk)
+		return met(d.CS == drbd.Connected && d.IsUpToDate() && d.PeerIsUpToDate(), "pm%d: %s %s/%s", survivor, d.CS, d.Disk, d.PeerDisk)
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -222,7 +222,7 @@ func TestStalePeerNeverPromotes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d.Role != "Secondary" || d.Disk == "UpToDate" {
+	if d.Role != "Secondary" || d.IsUpToDate() {
 		t.Errorf("stale pm%d's leg is %s/%s, want Secondary and not UpToDate", stale, d.Role, d.Disk)
 	}
 	t.Logf("stale pm%d: %s", stale, v.Detail)
